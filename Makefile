@@ -1,0 +1,46 @@
+# Set-up and checks for this machine. `make setup` is idempotent: stamps make a second run return in seconds.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# This machine serves these two releases from its own disk; pyproject.toml only asks for compatible ranges.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup test test-fast demo lint data slurm-up slurm-down clean
+
+setup: $(VENV)/.stamp-deps data
+
+$(VENV)/.stamp-torch:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q $(TORCH_PIN)
+	touch $@
+
+$(VENV)/.stamp-deps: $(VENV)/.stamp-torch pyproject.toml
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+# The embedded default dataset: Debian's Fashion-MNIST package (real images, MIT licence).
+data:
+	@test -f $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz || { \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }); }
+
+test: setup
+	bash scripts/run-tests.sh
+
+demo: setup
+	$(PY) -m stemsweep.run
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+slurm-up:
+	bash scripts/local-slurm.sh up
+
+slurm-down:
+	bash scripts/local-slurm.sh down
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache

@@ -1,0 +1,71 @@
+"""The `stemsweep` command: one subcommand per job; each lives in the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _models(args: argparse.Namespace) -> int:
+    from stemsweep.models.complexity import print_model_table
+
+    print_model_table(csv=args.csv)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from stemsweep.sweep.plan import print_plan
+
+    return print_plan(args.sweep, args.overrides)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from stemsweep.sweep.status import print_status
+
+    return print_status(args.path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from stemsweep.analysis.report import write_report
+
+    write_report(args.runs, args.out, error=args.error)
+    print(f"report written to {args.out}/report.md")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stemsweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="the paper's models and the CPU sizes: blocks, flops, params, acts")
+    p.add_argument("--csv", action="store_true", help="print CSV with unrounded numbers")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("plan", help="the runs a sweep expands to, without training anything")
+    p.add_argument("sweep", help="a sweep file name in sweeps/, e.g. optimizer or mini_optimizer")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, as on the run command line")
+    p.set_defaults(func=_plan)
+
+    p = sub.add_parser("status", help="a table of the runs of a sweep or runs directory")
+    p.add_argument("path", help="a runs directory, or a sweep name")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("report", help="every figure and table of the study, and report.md")
+    p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--error", default="best_ema_error", help="which error column the analyses use")
+    p.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"stemsweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Structured configs: the schema of conf/, registered in Hydra's ConfigStore, and its validation.
+
+OmegaConf checks types when Hydra composes; the dataclasses' ``__post_init__`` checks values when the
+composed config is turned into objects (``OmegaConf.to_object``), before any work is done. Every
+error is one line naming the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message is one line for the user."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _require(
+        value is not None and math.isfinite(value) and value > 0,
+        f"{name}={value} is not allowed: it must be a positive number",
+    )
+
+
+def _non_negative(name: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _require(
+        value is not None and math.isfinite(value) and value >= 0,
+        f"{name}={value} is not allowed: it must be a number >= 0",
+    )
+
+
+def _one_of(name: str, value: Any, allowed: list[Any]) -> None:
+    _require(value in allowed, f"{name}={value!r} is not allowed: choose one of {', '.join(map(str, allowed))}")
+
+
+@dataclass
+class LrWd:
+    lr: float = MISSING
+    wd: float = MISSING
+
+
+@dataclass
+class Resources:
+    """What one run of this model asks a SLURM cluster for (read by the SLURM launcher)."""
+
+    gpus: int = 0
+    nodes: int = 1
+    cpus_per_task: int = 2
+    mem_gb: int = 4
+    timeout_min: int = 60
+
+
+@dataclass
+class ModelConfig:
+    size: str = MISSING  # a name in stemsweep.models.SIZES, e.g. vit_4gf, regnety_4gf, vit_xs
+    # Tuned (lr, wd) per stem ("patch", "conv"; "none" for RegNetY) and optimizer, lr per 2048 images.
+    # Used where optimizer.lr / optimizer.wd are left null.
+    tuned: dict[str, dict[str, LrWd]] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        from stemsweep.models import SIZES
+
+        _one_of("model", self.size, sorted(SIZES))
+
+
+@dataclass
+class StemConfig:
+    name: str = MISSING  # patch | conv | none (RegNetY has its own stem)
+
+    def __post_init__(self) -> None:
+        _one_of("stem", self.name, ["patch", "conv", "none"])
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # adamw | sgd
+    # lr is per 2048 images and scales linearly with the actual batch size (the paper's convention).
+    # null: the model's tuned value for this stem and optimizer (conf/model/*.yaml, `tuned`).
+    lr: Optional[float] = None
+    wd: Optional[float] = None
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    momentum: float = 0.9  # SGD
+    nesterov: bool = True  # SGD
+
+    def __post_init__(self) -> None:
+        _one_of("optimizer", self.name, ["adamw", "sgd"])
+        _positive("optimizer.lr", self.lr, allow_none=True)
+        _non_negative("optimizer.wd", self.wd, allow_none=True)
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"optimizer.betas={list(self.betas)} is not allowed: two numbers in [0, 1)",
+        )
+        _require(0 <= self.momentum < 1, f"optimizer.momentum={self.momentum} is not allowed: a number in [0, 1)")
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up from warmup_factor × lr, then cosine decay to min_lr × lr (pycls's lr policy)."""
+
+    name: str = "cosine"
+    warmup_epochs: float = 5
+    warmup_factor: float = 0.1
+    min_lr: float = 0.005  # floor, as a fraction of the base lr
+    step: str = "epoch"  # epoch: lr set once per epoch (the authors' way) | iteration: every step
+
+    def __post_init__(self) -> None:
+        _one_of("schedule", self.name, ["cosine"])
+        _non_negative("schedule.warmup_epochs", self.warmup_epochs)
+        _require(0 < self.warmup_factor <= 1, f"schedule.warmup_factor={self.warmup_factor} is not allowed: (0, 1]")
+        _require(0 <= self.min_lr < 1, f"schedule.min_lr={self.min_lr} is not allowed: a fraction in [0, 1)")
+        _one_of("schedule.step", self.step, ["epoch", "iteration"])
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # fashion_mnist | imagenet | synthetic
+    root: Optional[str] = None  # folder with the data (fashion_mnist: IDX .gz files; imagenet: train/ val/)
+    train_subset: Optional[int] = None  # train on a seeded subset of this many images
+    test_subset: Optional[int] = None  # evaluate on a seeded subset (smoke tests only)
+    subset_seed: int = 0
+    image_size: Optional[int] = None  # train resolution; null: the dataset's own (or the model's for ImageNet)
+    test_image_size: Optional[int] = None  # null: image_size for small sets, the model's test res for ImageNet
+    num_classes: Optional[int] = None  # synthetic only; others know theirs
+    in_chans: int = 3  # synthetic only
+    num_train: int = 512  # synthetic only
+    num_test: int = 256  # synthetic only
+    num_workers: int = 0  # DataLoader workers; not part of a run's identity
+
+    def __post_init__(self) -> None:
+        _one_of("data", self.name, ["fashion_mnist", "imagenet", "synthetic"])
+        if self.root is not None:
+            root = os.path.expanduser(str(self.root))
+            _require(
+                os.path.isdir(root),
+                f"data.root={self.root} is not allowed: no such directory (give an existing folder)",
+            )
+        elif self.name == "imagenet":
+            raise ConfigError("data.root=null is not allowed for data=imagenet: give a folder with train/ and val/")
+        for name in ("train_subset", "test_subset", "image_size", "test_image_size", "num_classes"):
+            value = getattr(self, name)
+            _require(
+                value is None or value > 0,
+                f"data.{name}={value} is not allowed: a positive integer or null",
+            )
+        _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} is not allowed: an integer >= 0")
+
+
+@dataclass
+class AugConfig:
+    name: str = MISSING
+    random_resized_crop: bool = False  # Inception crop
+    flip: bool = False
+    autoaugment: bool = False  # ImageNet policy
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0  # with both > 0, one of the two per batch, 50/50
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _non_negative("aug.mixup_alpha", self.mixup_alpha)
+        _non_negative("aug.cutmix_alpha", self.cutmix_alpha)
+        _require(
+            0 <= self.label_smoothing < 1,
+            f"aug.label_smoothing={self.label_smoothing} is not allowed: a number in [0, 1)",
+        )
+
+
+@dataclass
+class EmaConfig:
+    """Weight EMA for evaluation: every `period` steps ema ← (1−α)·ema + α·model,
+    α = min(1, alpha · batch / epochs · period) (pycls). The paper's alpha is 1e-5 for ImageNet-1k;
+    null scales it by 1.28M / train images so that a smaller data set keeps the paper's EMA horizon."""
+
+    enabled: bool = True
+    alpha: Optional[float] = None
+    period: int = 32
+
+    def __post_init__(self) -> None:
+        _positive("ema.alpha", self.alpha, allow_none=True)
+        _require(self.period >= 1, f"ema.period={self.period} is not allowed: an integer >= 1")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING  # wandb | none
+    project: str = "stemsweep"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # null: $WANDB_MODE, else offline (these machines have no network)
+
+    def __post_init__(self) -> None:
+        _one_of("logger", self.name, ["wandb", "none"])
+        _require(
+            self.mode in (None, "offline", "online", "disabled"),
+            f"logger.mode={self.mode!r} is not allowed: offline, online, disabled or null",
+        )
+
+
+@dataclass
+class LrwdDraw:
+    """A seeded log-uniform (lr, wd) draw from the model family's interval (lr/wd stability sweeps).
+    draw=null: use optimizer.lr / optimizer.wd."""
+
+    draw: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.draw is None or self.draw >= 0, f"lrwd.draw={self.draw} is not allowed: an integer >= 0")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    stem: StemConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    data: DataConfig = MISSING
+    aug: AugConfig = MISSING
+    logger: LoggerConfig = MISSING
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    lrwd: LrwdDraw = field(default_factory=LrwdDraw)
+    epochs: int = 10
+    batch_size: int = 128  # the global batch, over all processes
+    seed: int = 0
+    runs_root: str = "runs"
+    init_from: Optional[str] = None  # a run signature (under runs_root) or a checkpoint path
+    sweep: Optional[str] = None  # the sweep this run belongs to (W&B group); not part of its identity
+    retry: bool = False  # run again a run whose record is failed or diverged
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast where the device supports it (CUDA)
+    compile: bool = False  # torch.compile the model
+    threads: Optional[int] = None  # torch threads on CPU; null: torch's default
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        from stemsweep.models import SIZES
+
+        _require(self.epochs >= 1, f"epochs={self.epochs} is not allowed: an integer >= 1")
+        _require(self.batch_size >= 1, f"batch_size={self.batch_size} is not allowed: an integer >= 1")
+        _require(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} is not allowed: >= 1")
+        _one_of("device", self.device, ["auto", "cpu", "cuda"])
+        _require(self.threads is None or self.threads >= 1, f"threads={self.threads} is not allowed: >= 1")
+        family = SIZES[self.model.size].family
+        if family == "regnety":
+            _require(
+                self.stem.name == "none",
+                f"stem={self.stem.name} is not allowed with model={self.model.size}: "
+                "RegNetY has its own stem (stem=none)",
+            )
+        else:
+            _require(
+                self.stem.name in ("patch", "conv"),
+                f"stem={self.stem.name} is not allowed with model={self.model.size}: choose patch or conv",
+            )
+        _require(
+            self.schedule.warmup_epochs < self.epochs,
+            f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs}: "
+            "warm-up must end before the last epoch",
+        )
+
+
+def register_configs() -> None:
+    """Register the schema so that conf/*.yaml files can name it in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, node in [
+        ("model", ModelConfig),
+        ("stem", StemConfig),
+        ("optimizer", OptimizerConfig),
+        ("schedule", ScheduleConfig),
+        ("data", DataConfig),
+        ("aug", AugConfig),
+        ("logger", LoggerConfig),
+    ]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Validate a composed config: type checks by OmegaConf, value checks by the dataclasses."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
