@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+# Planning a sweep checks every value but the existence of folders (a plan is made where the data
+# may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().
+_CHECK_PATHS = True
+
+
+@contextmanager
+def paths_unchecked() -> Iterator[None]:
+    global _CHECK_PATHS
+    previous, _CHECK_PATHS = _CHECK_PATHS, False
+    try:
+        yield
+    finally:
+        _CHECK_PATHS = previous
 
 
 class ConfigError(ValueError):
@@ -54,6 +71,22 @@ class LrWd:
 
 
 @dataclass
+class TunedLrWd:
+    """A model's tuned (lr, wd) for one stem, per optimizer."""
+
+    adamw: Optional[LrWd] = None
+    sgd: Optional[LrWd] = None
+
+
+@dataclass
+class Interval:
+    """Where the lr/wd stability study draws (lr, wd) log-uniformly, lr per 2048 images."""
+
+    lr: list[float] = MISSING
+    wd: list[float] = MISSING
+
+
+@dataclass
 class Resources:
     """What one run of this model asks a SLURM cluster for (read by the SLURM launcher)."""
 
@@ -69,7 +102,8 @@ class ModelConfig:
     size: str = MISSING  # a name in stemsweep.models.SIZES, e.g. vit_4gf, regnety_4gf, vit_xs
     # Tuned (lr, wd) per stem ("patch", "conv"; "none" for RegNetY) and optimizer, lr per 2048 images.
     # Used where optimizer.lr / optimizer.wd are left null.
-    tuned: dict[str, dict[str, LrWd]] = field(default_factory=dict)
+    tuned: dict[str, TunedLrWd] = field(default_factory=dict)
+    lrwd_intervals: dict[str, Interval] = field(default_factory=dict)  # per optimizer
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
@@ -140,10 +174,13 @@ class DataConfig:
     num_train: int = 512  # synthetic only
     num_test: int = 256  # synthetic only
     num_workers: int = 0  # DataLoader workers; not part of a run's identity
+    download: bool = False  # fashion_mnist only: let torchvision fetch it where a network exists
 
     def __post_init__(self) -> None:
         _one_of("data", self.name, ["fashion_mnist", "imagenet", "synthetic"])
-        if self.root is not None:
+        if not _CHECK_PATHS:
+            pass
+        elif self.root is not None:
             root = os.path.expanduser(str(self.root))
             _require(
                 os.path.isdir(root),
@@ -291,3 +328,36 @@ def register_configs() -> None:
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Validate a composed config: type checks by OmegaConf, value checks by the dataclasses."""
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def log_uniform_draw(low: float, high: float, seed: int, draw: int, axis: int) -> float:
+    """Draw number ``draw`` of a seeded log-uniform sequence on [low, high], 4 significant digits.
+
+    The uniform numbers depend only on (seed, draw, axis), not on the interval: every model of a
+    lr/wd sweep gets the same 64 points, each mapped into its own family's interval.
+    """
+    import numpy as np
+
+    u = np.random.default_rng([seed, draw]).random(2)[axis]
+    return float(f"{math.exp(math.log(low) + u * (math.log(high) - math.log(low))):.4g}")
+
+
+def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:
+    """Fill optimizer.lr / optimizer.wd: from the lr/wd draw when one is asked for, else from the
+    model's tuned values where left null. The resolved values are what a run records and hashes."""
+    opt = cfg.optimizer
+    if cfg.lrwd.draw is not None:
+        interval = cfg.model.lrwd_intervals.get(opt.name)
+        _require(interval is not None,
+                 f"lrwd.draw={cfg.lrwd.draw} is not allowed with model={cfg.model.size}: "
+                 f"no lr/wd interval for optimizer {opt.name} in its config")
+        opt.lr = log_uniform_draw(*interval.lr, cfg.lrwd.seed, cfg.lrwd.draw, axis=0)
+        opt.wd = log_uniform_draw(*interval.wd, cfg.lrwd.seed, cfg.lrwd.draw, axis=1)
+    tuned = getattr(cfg.model.tuned.get(cfg.stem.name, TunedLrWd()), opt.name)
+    for name in ("lr", "wd"):
+        if getattr(opt, name) is None:
+            _require(tuned is not None,
+                     f"optimizer.{name}=null is not allowed for model={cfg.model.size} stem={cfg.stem.name} "
+                     f"optimizer={opt.name}: it has no tuned value; give optimizer.{name}")
+            setattr(opt, name, getattr(tuned, name))
+    return cfg

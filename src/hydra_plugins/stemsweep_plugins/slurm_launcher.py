@@ -1,0 +1,102 @@
+"""SLURM through submitit, with resources per model size and a detached mode.
+
+hydra-submitit-launcher submits a sweep as one job array with one set of resources and then blocks
+until every job ends. A study mixes model sizes (an 18GF run needs more GPUs and time than a 1GF run)
+and runs for days, so this launcher submits one array per distinct `model.resources` (conf/model/)
+and, with `wait: false`, returns as soon as the jobs are queued (`stemsweep status` follows them).
+Requeue on preemption and time-out is submitit's (the launcher is checkpointable); the run resumes
+from its own checkpoint when the job starts again.
+"""
+
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StemsweepSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.stemsweep_plugins.slurm_launcher.StemsweepSlurmLauncher"
+    wait: bool = True  # false: return once the jobs are queued
+    resources: str = "model"  # model: each run asks for its model's resources; launcher: these params for all
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stemsweep_slurm", node=StemsweepSlurmConf,
+                             provider="stemsweep")
+
+
+def slurm_parameters(resources: Any) -> Dict[str, Any]:
+    """A model's `resources` as submitit parameters: one task per GPU (DDP), or one CPU task."""
+    gpus = int(resources.gpus)
+    return {
+        "nodes": int(resources.nodes),
+        "tasks_per_node": max(gpus, 1),
+        "gpus_per_node": gpus or None,
+        "cpus_per_task": int(resources.cpus_per_task),
+        "mem_gb": int(resources.mem_gb),
+        "timeout_min": int(resources.timeout_min),
+    }
+
+
+class StemsweepSlurmLauncher(SlurmLauncher):
+    def __init__(self, wait: bool = True, resources: str = "model", **params: Any) -> None:
+        super().__init__(**params)
+        self.wait, self.resources = wait, resources
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        assert self.config is not None and self.hydra_context is not None
+        groups: Dict[tuple, List[int]] = defaultdict(list)
+        for i, overrides in enumerate(job_overrides):
+            groups[self._job_resources(overrides)].append(i)
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs: List[Any] = [None] * len(job_overrides)
+        for resources, indices in groups.items():
+            executor = self._executor(submitit, dict(resources))
+            args = []
+            for i in indices:
+                idx = initial_job_idx + i
+                log.info("\t#%d : %s", idx, " ".join(filter_overrides(job_overrides[i])))
+                args.append((list(job_overrides[i]), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                             Singleton.get_state()))
+            submitted = executor.map_array(self, *zip(*args))
+            for i, job in zip(indices, submitted):
+                jobs[i] = job
+            log.info("submitted %d jobs with %s: %s", len(submitted), dict(resources) or "the launcher's resources",
+                     " ".join(job.job_id for job in submitted))
+        if self.wait:
+            return [job.results()[0] for job in jobs]
+        log.info("detached: %d jobs queued; follow them with `stemsweep status %s`", len(jobs),
+                 self.config.get("runs_root", "runs"))
+        return [JobReturn(overrides=list(o), status=JobStatus.UNKNOWN) for o in job_overrides]
+
+    def _job_resources(self, overrides: Sequence[str]) -> tuple:
+        if self.resources != "model":
+            return ()
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return tuple(sorted(slurm_parameters(cfg.model.resources).items()))
+
+    def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
+        """An executor with the launcher's parameters, the run's resources on top (as the base launcher
+        does: BaseQueueConf's keys as they are, the others with submitit's "slurm_" prefix)."""
+        executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
+                                         slurm_max_num_timeout=self.params.get("max_num_timeout", 0))
+        base_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+        params = {k: v for k, v in self.params.items() if k not in ("submitit_folder", "max_num_timeout")}
+        params.update(resources)
+        executor.update_parameters(**{k if k in base_keys else f"slurm_{k}": v for k, v in params.items()})
+        return executor

@@ -1,0 +1,125 @@
+"""A run's directory, ``runs_root/<signature>/``: its record files, its lock and its status."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from stemsweep.record.files import write_json, write_jsonl, write_text
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("running", "done", "failed", "diverged")
+
+
+class CorruptRecord(ValueError):
+    """A record file that exists but cannot be read; the message names the file."""
+
+
+class RunDir:
+    def __init__(self, runs_root: str | Path, signature: str):
+        self.signature = signature
+        self.path = Path(runs_root) / signature
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.jsonl"
+        self.summary = self.path / "summary.json"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.lock_file = self.path / "lock"
+        self.error_log = self.path / "error.log"
+
+    # --- reading -------------------------------------------------------------------------------
+    def read_summary(self) -> dict[str, Any] | None:
+        """The summary, or None when the run has none yet. A corrupt file raises CorruptRecord."""
+        try:
+            text = self.summary.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            summary = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CorruptRecord(f"{self.summary}: not valid JSON ({exc})") from exc
+        if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
+            raise CorruptRecord(f"{self.summary}: no valid status (expected one of {', '.join(STATUSES)})")
+        return summary
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        rows = []
+        try:
+            lines = self.metrics.read_text().splitlines()
+        except FileNotFoundError:
+            return rows
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise CorruptRecord(f"{self.metrics}:{number}: not valid JSON ({exc})") from exc
+        return rows
+
+    # --- writing (atomic) ----------------------------------------------------------------------
+    def write_config(self, yaml_text: str) -> None:
+        write_text(self.config, yaml_text)
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        # Rewritten whole each epoch (a few hundred lines at most) so that it is replaced atomically.
+        write_jsonl(self.metrics, rows)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        assert summary["status"] in STATUSES, summary["status"]
+        summary = {**summary, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(self.summary, summary)
+
+    # --- the lock ------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Hold the run's lock while training; yields False when another live process holds it.
+
+        flock is released by the kernel when its holder dies, even by kill -9, so a stale lock from a
+        killed process is simply taken over by the next launch.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def is_locked(self) -> bool:
+        """Whether a live process holds the lock now (a status table's `running` vs `interrupted`)."""
+        if not self.lock_file.exists():
+            return False
+        fd = os.open(self.lock_file, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def lock_holder(self) -> str:
+        try:
+            return self.lock_file.read_text().strip()
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,46 @@
+"""A run's identity: the resolved config's meaning, hashed.
+
+Everything in the config is part of a run's identity unless listed in NOT_IDENTITY: paths, worker
+counts, logging, launching and execution details do not change what is trained, so they do not change
+the signature. New config fields are identity by default, so adding one never aliases two runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from stemsweep.config import RunConfig
+
+NOT_IDENTITY = {
+    "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",
+    "logger", "lrwd",  # a draw's (lr, wd) are resolved into optimizer.lr / optimizer.wd
+    "model.tuned", "model.lrwd_intervals", "model.resources",
+    "data.root", "data.num_workers", "data.download",
+    "aug.name",  # a label; the aug flags are the meaning
+}
+SYNTHETIC_ONLY = {"num_classes", "in_chans", "num_train", "num_test"}
+LENGTH = 10
+
+
+def run_identity(cfg: RunConfig, init_signature: str | None = None) -> dict[str, Any]:
+    """The config's meaning as a plain dict; ``init_from`` is replaced by the source run's signature."""
+    full = asdict(cfg)
+    identity: dict[str, Any] = {}
+    for key, value in full.items():
+        if key in NOT_IDENTITY:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if f"{key}.{k}" not in NOT_IDENTITY}
+        identity[key] = value
+    if cfg.data.name != "synthetic":
+        identity["data"] = {k: v for k, v in identity["data"].items() if k not in SYNTHETIC_ONLY}
+    identity["init_from"] = init_signature
+    return identity
+
+
+def run_signature(identity: dict[str, Any]) -> str:
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:LENGTH]

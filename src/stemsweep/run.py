@@ -1,0 +1,217 @@
+"""The Hydra application: one training run per call.
+
+    python -m stemsweep.run model=vit_4gf stem=conv optimizer=sgd epochs=50
+    python -m stemsweep.run -m stem=patch,conv optimizer=adamw,sgd
+
+identity → lock → build → train → record. A run whose record is done returns its recorded error at
+once; a broken one resumes from its checkpoint; failed and diverged ones run again only with retry=true.
+Returns the error the study uses (the EMA model's best top-1 error), for Hydra's sweepers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import re
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import stemsweep
+from stemsweep.config import ConfigError, RunConfig, register_configs, resolve_hyperparameters, to_run_config
+from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.signature import run_identity, run_signature
+
+log = logging.getLogger("stemsweep")
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than the worst
+
+
+def study_error(summary: dict[str, Any]) -> float | None:
+    """The sweep metric: the EMA model's best top-1 error (the model's when EMA is off)."""
+    if summary["status"] == "diverged":
+        return DIVERGED_ERROR
+    error = summary.get("best_ema_error")
+    return summary.get("best_error") if error is None else error
+
+
+def validated_config(cfg: DictConfig) -> RunConfig:
+    try:
+        return resolve_hyperparameters(to_run_config(cfg))
+    except ConfigError as exc:
+        raise SystemExit(f"stemsweep: {exc}") from None
+
+
+def init_signature(cfg: RunConfig) -> str | None:
+    """The signature of the run a fine-tuning run starts from (part of the new run's identity):
+    init_from names a checkpoint file, or a run by its signature (which may not have run yet when a
+    sweep is planned; training checks that its checkpoint exists)."""
+    if cfg.init_from is None:
+        return None
+    path = Path(cfg.init_from)
+    if path.is_file():
+        from stemsweep.train.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)["signature"]
+    if not re.fullmatch(r"[0-9a-f]{10}", cfg.init_from):
+        raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: give a checkpoint file or a "
+                         "run signature (10 hex digits)")
+    return cfg.init_from
+
+
+def signature_of(cfg: RunConfig) -> str:
+    return run_signature(run_identity(cfg, init_signature(cfg)))
+
+
+def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
+    from stemsweep.models import SIZES, paper_name
+
+    import torch
+
+    stem = None if cfg.stem.name == "none" else cfg.stem.name
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    return {
+        "signature": signature, "status": "running",
+        "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
+        "family": SIZES[cfg.model.size].family, "stem": stem,
+        "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed,
+        "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "aug": cfg.aug.name,
+        "sweep": cfg.sweep, "init_from": cfg.init_from,
+        "epochs_done": 0, "final_error": None, "best_error": None, "final_ema_error": None,
+        "best_ema_error": None, "diverged_epoch": None, "error_message": None,
+        "slurm_job_id": job, "log_path": _log_path(), "host": socket.gethostname(),
+        "versions": {"stemsweep": stemsweep.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def _log_path() -> str | None:
+    """Where this process's output goes: submitit's log under SLURM, else Hydra's job log."""
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stderr)
+    except Exception:  # noqa: BLE001 - not a submitit job
+        pass
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        return str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log")
+    except Exception:  # noqa: BLE001 - not under Hydra
+        return None
+
+
+def run(cfg_dict: DictConfig) -> float | None:
+    cfg = validated_config(cfg_dict)
+    from stemsweep.train.distributed import broadcast_flag, init_distributed, shutdown
+    from stemsweep.train.loop import pick_device
+
+    device = pick_device(cfg.device)
+    env = init_distributed(device.type)
+    signature = signature_of(cfg)
+    run_dir = RunDir(cfg.runs_root, signature)
+    try:
+        previous = run_dir.read_summary()
+    except CorruptRecord as exc:
+        log.warning("%s; the run resumes from its checkpoint and rewrites it", exc)
+        previous = None
+    if previous and (previous["status"] == "done" or
+                     (previous["status"] in ("failed", "diverged") and not cfg.retry)):
+        log.info("run %s is %s: %s; record in %s%s", signature, previous["status"], _result(previous),
+                 run_dir.path, "" if previous["status"] == "done" else " (retry=true runs it again)")
+        return study_error(previous) if previous["status"] != "failed" else None
+
+    lock = run_dir.lock() if env.is_main else contextlib.nullcontext(True)
+    with lock as acquired:
+        if not broadcast_flag(acquired, env, device):
+            log.warning("run %s is being trained by another process (%s); not training it twice",
+                        signature, run_dir.lock_holder())
+            return None
+        summary = base_summary(cfg, signature)
+        if env.is_main:
+            run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            run_dir.write_summary(summary)
+        summary = _train_and_record(cfg, run_dir, summary, env)
+    shutdown(env)
+    return study_error(summary)
+
+
+def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env) -> dict[str, Any]:
+    from omegaconf import OmegaConf as oc
+
+    from stemsweep.record.trackers import NoTracker, open_tracker
+    from stemsweep.train.loop import train
+
+    flat = _flatten(oc.to_container(oc.structured(cfg)))
+    tracker = open_tracker(cfg.logger, run_dir.path, run_dir.signature, summary["model"], cfg.sweep,
+                           {**flat, "signature": run_dir.signature}) if env.is_main else NoTracker()
+    try:
+        summary = train(cfg, run_dir, summary, tracker, env)
+    except Exception as exc:
+        if env.is_main:
+            run_dir.error_log.write_text(traceback.format_exc())
+            failed = {**(_current(run_dir) or summary), "status": "failed",
+                      "error_message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+            run_dir.write_summary(failed)
+            tracker.finish(failed)
+        raise
+    if env.is_main:
+        run_dir.write_summary(summary)
+        tracker.finish(summary)
+        log.info("run %s %s: %s; record in %s", run_dir.signature, summary["status"], _result(summary),
+                 run_dir.path)
+    return summary
+
+
+def _current(run_dir: RunDir) -> dict[str, Any] | None:
+    try:
+        return run_dir.read_summary()
+    except CorruptRecord:
+        return None
+
+
+def _result(summary: dict[str, Any]) -> str:
+    if summary["status"] == "diverged":
+        return f"diverged at epoch {summary.get('diverged_epoch')}"
+    if summary["status"] == "failed":
+        return f"failed: {summary.get('error_message')}"
+    parts = [f"{summary['epochs_done']}/{summary['epochs']} epochs"]
+    if summary.get("final_error") is not None:
+        parts.append(f"final top-1 error {summary['final_error']:.2f}%")
+    if summary.get("best_ema_error") is not None:
+        parts.append(f"best EMA top-1 error {summary['best_ema_error']:.2f}%")
+    return ", ".join(parts)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+register_configs()
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

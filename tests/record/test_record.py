@@ -1,0 +1,115 @@
+"""Run identity, atomic record files and the run lock."""
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from stemsweep.config import (AugConfig, DataConfig, LoggerConfig, ModelConfig, OptimizerConfig, RunConfig,
+                              ScheduleConfig, StemConfig)
+from stemsweep.record.files import write_json
+from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.signature import run_identity, run_signature
+
+
+def make_config(**changes) -> RunConfig:
+    cfg = RunConfig(
+        model=ModelConfig(size="vit_xs"), stem=StemConfig(name="conv"),
+        optimizer=OptimizerConfig(name="adamw", lr=1e-3, wd=0.05), schedule=ScheduleConfig(),
+        data=DataConfig(name="synthetic"), aug=AugConfig(name="none"), logger=LoggerConfig(name="none"),
+        epochs=10,
+    )
+    for key, value in changes.items():
+        target = cfg
+        *path, last = key.split(".")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return cfg
+
+
+def signature(**changes) -> str:
+    return run_signature(run_identity(make_config(**changes)))
+
+
+def test_signature_is_short_and_stable():
+    assert signature() == signature()
+    assert len(signature()) == 10 and int(signature(), 16) >= 0
+
+
+@pytest.mark.parametrize("key,value", [
+    ("runs_root", "/elsewhere"), ("data.num_workers", 8), ("logger.name", "wandb"), ("sweep", "optimizer"),
+    ("device", "cpu"), ("compile", True), ("threads", 1), ("model.resources.gpus", 8), ("retry", True),
+])
+def test_paths_workers_logging_and_launching_are_not_identity(key, value):
+    assert signature(**{key: value}) == signature()
+
+
+@pytest.mark.parametrize("key,value", [
+    ("model.size", "vit_s"), ("stem.name", "patch"), ("optimizer.lr", 2e-3), ("optimizer.wd", 0.1),
+    ("optimizer.name", "sgd"), ("epochs", 20), ("seed", 1), ("batch_size", 64), ("data.train_subset", 100),
+    ("aug.mixup_alpha", 0.8), ("schedule.warmup_epochs", 2), ("ema.enabled", False),
+])
+def test_everything_that_changes_training_is_identity(key, value):
+    assert signature(**{key: value}) != signature()
+
+
+def test_fine_tuning_source_is_identity():
+    cfg = make_config()
+    assert run_signature(run_identity(cfg, "abc")) != run_signature(run_identity(cfg, None))
+
+
+def test_summary_and_metrics_round_trip_and_corruption_is_named(tmp_path):
+    run = RunDir(tmp_path, "sig")
+    assert run.read_summary() is None and run.read_metrics() == []
+    run.write_summary({"status": "done", "best_error": 12.5})
+    assert run.read_summary()["best_error"] == 12.5 and "updated" in run.read_summary()
+    run.write_metrics([{"epoch": 1}, {"epoch": 2}])
+    assert [m["epoch"] for m in run.read_metrics()] == [1, 2]
+    run.metrics.write_text('{"epoch": 1}\n{"epo')
+    with pytest.raises(CorruptRecord, match="metrics.jsonl:2"):
+        run.read_metrics()
+    run.summary.write_text('{"status": "do')
+    with pytest.raises(CorruptRecord, match="summary.json"):
+        run.read_summary()
+    run.summary.write_text('{"status": "finished"}')
+    with pytest.raises(CorruptRecord, match="running, done, failed, diverged"):
+        run.read_summary()
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left behind
+
+
+def _hold_lock(root, ready, release):
+    with RunDir(root, "sig").lock() as acquired:
+        assert acquired
+        ready.set()
+        release.wait(30)
+
+
+def test_lock_is_exclusive_and_a_killed_holder_is_taken_over(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    holder.start()
+    assert ready.wait(30)
+    run = RunDir(tmp_path, "sig")
+    assert run.is_locked() and run.lock_holder().endswith(str(holder.pid))
+    with run.lock() as acquired:
+        assert not acquired
+    os.kill(holder.pid, signal.SIGKILL)  # a stale lock: its holder died without releasing it
+    holder.join(10)
+    deadline = time.monotonic() + 10
+    while run.is_locked() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with run.lock() as acquired:
+        assert acquired

@@ -1,0 +1,96 @@
+"""Every sweep file expands to the paper's grid: run counts and axes, without training anything."""
+
+import collections
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from stemsweep.cli import main as cli
+from stemsweep.sweep.plan import compose_sweep, expand_grids, plan_runs
+
+
+def planned(name, *overrides):
+    jobs, compose_job = compose_sweep(name, list(overrides))
+    return plan_runs(jobs, compose_job)
+
+
+def axes(runs):
+    """Each run's overrides as a dict (the last value of a key wins, as in Hydra)."""
+    return [dict(o.split("=", 1) for o in run.overrides) for run in runs]
+
+
+VIT3 = {"vit_1gf", "vit_4gf", "vit_18gf"}
+REGNET3 = {"regnety_1gf", "regnety_4gf", "regnety_16gf"}
+
+
+def test_training_length_is_24_vit_and_12_regnety_runs():
+    runs = axes(planned("training_length"))
+    vit = [r for r in runs if r["model"] in VIT3]
+    reg = [r for r in runs if r["model"] in REGNET3]
+    assert len(runs) == 36 and len(vit) == 24 and len(reg) == 12
+    assert {(r["model"], r["stem"], r["epochs"]) for r in vit} == {
+        (m, s, e) for m in VIT3 for s in ("patch", "conv") for e in ("50", "100", "200", "400")}
+    assert {r["optimizer"] for r in vit} == {"adamw"} and {r["optimizer"] for r in reg} == {"sgd"}
+    assert all("stem" not in r for r in reg)
+
+
+def test_optimizer_is_the_training_length_grid_with_both_optimizers():
+    runs = axes(planned("optimizer"))
+    assert len(runs) == 72
+    by_family = collections.Counter(("vit" if r["model"] in VIT3 else "regnety", r["optimizer"]) for r in runs)
+    assert by_family == {("vit", "adamw"): 24, ("vit", "sgd"): 24, ("regnety", "adamw"): 12, ("regnety", "sgd"): 12}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_lrwd_is_3_models_by_64_seeded_log_uniform_draws(optimizer):
+    runs = planned(f"lrwd_{optimizer}")
+    assert len(runs) == 192 and len({r.signature for r in runs}) == 192
+    overrides = axes(runs)
+    models = collections.Counter((r["model"], r.get("stem")) for r in overrides)
+    assert models == {("vit_4gf", "patch"): 64, ("vit_4gf", "conv"): 64, ("regnety_4gf", None): 64}
+    assert {r["optimizer"] for r in overrides} == {optimizer}
+    assert sorted({int(r["lrwd.draw"]) for r in overrides}) == list(range(64))
+    again = planned(f"lrwd_{optimizer}")
+    assert [r.signature for r in again] == [r.signature for r in runs]  # the same draws every time
+
+
+def test_peak_is_every_model_at_400_epochs_with_its_best_optimizer():
+    runs = axes(planned("peak"))
+    assert len(runs) == 11
+    assert {(r["model"], r.get("stem"), r["optimizer"]) for r in runs} == {
+        *{(m, s, "adamw") for m in VIT3 | {"vit_36gf"} for s in ("patch", "conv")},
+        *{(m, None, "sgd") for m in REGNET3}}
+
+
+@pytest.mark.parametrize("name", ["mini_training_length", "mini_optimizer", "mini_lrwd_adamw", "mini_lrwd_sgd",
+                                  "mini_peak"])
+def test_every_mini_sweep_plans_on_the_embedded_data(name):
+    runs = planned(name)
+    assert runs and len({r.signature for r in runs}) == len(runs)
+
+
+def test_command_line_overrides_replace_a_grid_axis():
+    jobs = expand_grids([{"model": "vit_xs", "stem": "patch,conv", "epochs": "2,4"}], ["epochs=3", "seed=1"])
+    assert len(jobs) == 2 and all("epochs=3" in j and "seed=1" in j for j in jobs)
+
+
+def test_plan_command_prints_one_line_per_run_and_the_count(capsys):
+    assert cli(["plan", "mini_peak"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{len(lines) - 1} runs"
+    assert all(re.match(r"[0-9a-f]{10}  new +\S", line) for line in lines[:-1])
+
+
+def test_an_unknown_or_unparsable_sweep_file_is_a_clear_error(capsys):
+    assert cli(["plan", "no_such_sweep"]) == 2
+    assert "no_such_sweep" in capsys.readouterr().err
+    broken = Path(__file__).resolve().parents[2] / "sweeps" / f"broken_{os.getpid()}.yaml"
+    broken.write_text("hydra:\n  sweeper:\n    grids: [ {model: vit_xs\n")
+    try:
+        assert cli(["plan", broken.stem]) == 2
+        err = capsys.readouterr().err
+        assert broken.stem in err and "error" in err
+    finally:
+        broken.unlink()

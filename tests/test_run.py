@@ -1,0 +1,138 @@
+"""The Hydra application end to end, as a user runs it: real short trainings in subprocesses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = ["model=vit_xs", "data.train_subset=640", "data.test_subset=500", "batch_size=64", "threads=1",
+        "logger=none"]
+
+
+def launch(runs_root, *overrides, wait=True, env_extra=None):
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "stemsweep.run", f"runs_root={runs_root}", *TINY, *overrides]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def only_run(runs_root) -> Path:
+    runs = [p for p in Path(runs_root).iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_path):
+    result = launch(tmp_path, "epochs=2")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "done" and s["epochs_done"] == 2 and s["signature"] == run.name
+    assert s["model"] == "ViT_C-XS" and s["stem"] == "conv" and s["optimizer"] == "adamw"
+    assert s["lr"] == 1.6e-2 and s["wd"] == 0.05  # the CPU size's tuned values, lr per 2048
+    for key in ("final_error", "best_error", "final_ema_error", "best_ema_error", "wall_time_s", "images_per_s",
+                "flops_b", "params_m"):
+        assert isinstance(s[key], float), key
+    assert s["best_error"] <= s["final_error"] < 60  # 10 classes: chance is 90%
+    rows = metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"train_loss", "train_error", "test_error", "ema_test_error", "lr", "images_per_s",
+                            "elapsed_s"}
+    assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists()
+    assert "record in" in result.stderr + result.stdout
+
+    again = launch(tmp_path, "epochs=2")
+    assert again.returncode == 0
+    out = again.stdout + again.stderr
+    assert "is done" in out and "resuming" not in out and "epoch 1/2" not in out
+    assert summary(run)["updated"] == s["updated"]  # nothing rewritten
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(tmp_path):
+    reference = launch(tmp_path / "ref", "epochs=3")
+    assert reference.returncode == 0, reference.stderr
+    expected = metrics(only_run(tmp_path / "ref"))
+
+    proc = launch(tmp_path / "killed", "epochs=3", wait=False)
+    run_dir = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait for epoch 1's record, then kill mid-epoch 2
+        runs = [p for p in (tmp_path / "killed").glob("*") if not p.name.startswith(".")]
+        if runs and (runs[0] / "metrics.jsonl").exists():
+            run_dir = runs[0]
+            break
+        time.sleep(0.1)
+    assert run_dir is not None, proc.communicate()[0]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert summary(run_dir)["status"] == "running" and len(metrics(run_dir)) < 3
+
+    resumed = launch(tmp_path / "killed", "epochs=3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout + resumed.stderr
+    got = metrics(run_dir)
+    assert summary(run_dir)["status"] == "done"
+    keys = ("epoch", "train_loss", "train_error", "test_error", "ema_test_error", "lr")
+    assert [{k: r[k] for k in keys} for r in got] == [{k: r[k] for k in keys} for r in expected]
+
+
+def test_a_huge_lr_is_recorded_as_diverged_and_not_retried_unless_asked(tmp_path):
+    result = launch(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "diverged" and s["diverged_epoch"] == 1
+    assert s["final_error"] is None and s["best_ema_error"] is None
+    again = launch(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
+    assert "retry=true" in again.stdout + again.stderr
+
+
+def test_two_concurrent_launches_train_the_run_once(tmp_path):
+    first = launch(tmp_path, "epochs=2", wait=False)
+    second = launch(tmp_path, "epochs=2", wait=False)
+    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert all(p.returncode == 0 for p in (first, second)), outs
+    trained = [o for o in outs if "epoch 2/2:" in o]
+    assert len(trained) == 1, outs
+    other = outs[1 - outs.index(trained[0])]
+    assert "being trained by another process" in other or "is done" in other
+    assert summary(only_run(tmp_path))["status"] == "done"
+
+
+def test_wandb_offline_run_uses_the_signature_as_its_id(tmp_path):
+    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "logger=wandb", "data.train_subset=128",
+                    "data.test_subset=128")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    offline = list((run / "wandb").glob(f"offline-run-*-{run.name}"))
+    assert offline, list((run / "wandb").iterdir())
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr=-1", "optimizer.lr=-1.0 is not allowed: it must be a positive number"),
+    ("epochs=0", "epochs=0 is not allowed"),
+    ("data.root=/no/such/folder", "data.root=/no/such/folder is not allowed: no such directory"),
+    ("model=regnety_xs stem=conv", "stem=conv is not allowed with model=regnety_xs"),
+    ("stem=pyramid", "Could not find 'stem/pyramid'"),
+    ("model=vit_5gf", "Could not find 'model/vit_5gf'"),
+])
+def test_bad_config_exits_nonzero_naming_the_value_before_any_work(tmp_path, override, message):
+    result = launch(tmp_path, *override.split())
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not any(p for p in tmp_path.glob("*") if not p.name.startswith("."))  # nothing written
