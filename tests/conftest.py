@@ -1,0 +1,97 @@
+"""Shared pytest fixtures.
+
+SLURM: tests marked ``@pytest.mark.slurm`` (or asking for ``slurm_cluster``) run against the real
+single-node cluster of ``scripts/local-slurm.sh`` (``make test`` brings it up and down). Without a
+cluster they are skipped, unless ``CI=true`` or ``STEMSWEEP_REQUIRE_SLURM=1`` (run-tests.sh sets it):
+then they fail. Deselect them with ``-m "not slurm"``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def pytest_configure(config):
+    if not any(line.startswith("slurm:") for line in config.getini("markers")):  # pyproject has it
+        config.addinivalue_line(
+            "markers", "slurm: needs the local single-node SLURM cluster (scripts/local-slurm.sh up)"
+        )
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    partition: str  # the default partition: pass it as slurm_partition / hydra.launcher.partition
+    node: str
+    cpus: int  # CPUs the node advertises (more than 1-CPU jobs can then run side by side)
+
+
+def _slurm_required() -> bool:
+    return (
+        os.environ.get("CI", "").lower() in ("1", "true", "yes")
+        or os.environ.get("STEMSWEEP_REQUIRE_SLURM") == "1"
+        or os.environ.get("STEMSWEEP_SLURM_UP_FAILED") == "1"  # set by scripts/run-tests.sh
+    )
+
+
+def _find_cluster() -> SlurmCluster | str:
+    """The cluster if sinfo shows a usable node, else why not."""
+    why = ""
+    for _ in range(20):  # a node that just started may take a moment to register
+        try:
+            out = subprocess.run(
+                ["sinfo", "-h", "-N", "-o", "%P|%N|%t|%c"], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"sinfo did not run: {e}"
+        if out.returncode != 0:
+            return f"sinfo failed: {out.stderr.strip()}"
+        for line in out.stdout.split():
+            part, node, state, cpus = line.split("|")
+            if part.endswith("*") and state in ("idle", "mix", "alloc"):
+                return SlurmCluster(partition=part.rstrip("*"), node=node, cpus=int(cpus))
+        why = f"no usable node in the default partition: sinfo says {out.stdout.strip()!r}"
+        time.sleep(0.5)
+    return why
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local SLURM cluster (a SlurmCluster); skips, or fails in CI, when there is none.
+
+    If the shell has not been set up (``eval "$(scripts/local-slurm.sh env)"``), this puts the
+    cluster's client wrappers first in PATH for the session; submitted jobs inherit that PATH.
+    """
+    saved = {k: os.environ.get(k) for k in ("PATH", "SLURM_CONF")}
+    state_dir = Path(os.environ.get("STEMSWEEP_SLURM_DIR", "/tmp/stemsweep-slurm"))
+    if (state_dir / "bin" / "sinfo").exists() and "SLURM_CONF" not in os.environ:
+        os.environ["PATH"] = f"{state_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"
+        os.environ["SLURM_CONF"] = str(state_dir / "etc" / "slurm.conf")
+    try:
+        found = _find_cluster()
+        if isinstance(found, str):
+            msg = f"no local SLURM cluster ({found}); run `scripts/local-slurm.sh up` or `make test`"
+            if os.environ.get("STEMSWEEP_SLURM_UP_FAILED"):
+                msg = f"scripts/local-slurm.sh up failed (see its output above); {found}"
+            if _slurm_required():
+                pytest.fail(f"{msg}  [CI or STEMSWEEP_REQUIRE_SLURM=1: failing, not skipping]", pytrace=False)
+            pytest.skip(msg)
+        yield found
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _slurm_marker_needs_cluster(request):
+    """Tests marked ``slurm`` get the cluster check even when they don't ask for the fixture."""
+    if request.node.get_closest_marker("slurm") is not None:
+        request.getfixturevalue("slurm_cluster")
