@@ -47,7 +47,7 @@ def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_p
     for key in ("final_error", "best_error", "final_ema_error", "best_ema_error", "wall_time_s", "images_per_s",
                 "flops_b", "params_m"):
         assert isinstance(s[key], float), key
-    assert s["best_error"] <= s["final_error"] < 60  # 10 classes: chance is 90%
+    assert s["best_error"] <= s["final_error"] < 75  # it learns: 10 classes, chance is 90%
     rows = metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_error", "test_error", "ema_test_error", "lr", "images_per_s",

@@ -114,6 +114,7 @@ class Built:
 
 def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
     stem = None if cfg.stem.name == "none" else cfg.stem.name
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
     model = build_model(cfg.model.size, stem, num_classes=data.num_classes, in_chans=data.in_chans,
                         image_size=data.image_size)
     if cfg.init_from:

@@ -1,0 +1,108 @@
+"""build_data: a data config → the train and test datasets, and what the model needs to know of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+from stemsweep.config import AugConfig, ConfigError, DataConfig
+from stemsweep.data import fashion_mnist, synthetic
+from stemsweep.data.imagenet import load_imagenet
+from stemsweep.data.transforms import Normalise, small_image_test_transform, small_image_train_transform
+
+SYNTHETIC_CLASSES, SYNTHETIC_SIZE = 10, 32  # when data.num_classes / data.image_size are null
+
+
+@dataclass
+class DataBundle:
+    """The two splits (items: float32 CHW normalised image, int label) and their shape."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    in_chans: int
+    image_size: int  # the training resolution
+    test_image_size: int
+    name: str
+
+
+def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None) -> DataBundle:
+    """train_res / test_res: the model's own resolutions, used for ImageNet when data.image_size /
+    data.test_image_size are null. Small data sets keep their own size unless data.image_size is set."""
+    if data.name == "fashion_mnist":
+        bundle = _fashion_mnist(data, aug)
+    elif data.name == "imagenet":
+        bundle = _imagenet(data, aug, train_res, test_res)
+    else:
+        bundle = _synthetic(data, aug)
+    bundle.train = _subset(bundle.train, data.train_subset, data.subset_seed, "data.train_subset")
+    bundle.test = _subset(bundle.test, data.test_subset, data.subset_seed, "data.test_subset")
+    return bundle
+
+
+def _fashion_mnist(data: DataConfig, aug: AugConfig) -> DataBundle:
+    folder = fashion_mnist.find_folder(data.root, data.download)
+    size = data.image_size or fashion_mnist.IMAGE_SIZE
+    test_size = data.test_image_size or size
+    normalise = Normalise(fashion_mnist.MEAN, fashion_mnist.STD)
+    native = fashion_mnist.IMAGE_SIZE
+    train = fashion_mnist.InMemoryImages(*fashion_mnist.load_split(folder, "train"),
+                                         small_image_train_transform(aug, native, size, normalise))
+    test = fashion_mnist.InMemoryImages(*fashion_mnist.load_split(folder, "test"),
+                                        small_image_test_transform(native, test_size, normalise))
+    return DataBundle(train, test, fashion_mnist.NUM_CLASSES, 1, size, test_size, data.name)
+
+
+def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None) -> DataBundle:
+    size = data.image_size or train_res
+    if size is None:
+        raise ConfigError("data.image_size=null is not allowed for data=imagenet with a model that has no "
+                          "default resolution: give data.image_size")
+    # The network sees its training resolution at test time too (a ViT's position embedding fixes its
+    # grid). A model's test_res is the resize before that centre crop, as in the authors' pycls: RegNetY's
+    # 232/262 means resize 262, crop 232; where test_res is no larger than the crop (ViT: 224), the
+    # usual resize 256 → crop 224 applies.
+    test_size = data.test_image_size or size
+    own_resolution = data.image_size is None and data.test_image_size is None
+    test_resize = test_res if own_resolution and test_res and test_res > test_size else None
+    train, test = load_imagenet(data.root, aug, size, test_size, test_resize)
+    return DataBundle(train, test, len(train.classes), 3, size, test_size, data.name)
+
+
+def _synthetic(data: DataConfig, aug: AugConfig) -> DataBundle:
+    classes = data.num_classes or SYNTHETIC_CLASSES
+    size = data.image_size or SYNTHETIC_SIZE  # the images are made at this size
+    test_size = data.test_image_size or size
+    normalise = Normalise([synthetic.MEAN] * data.in_chans, [synthetic.STD] * data.in_chans)
+    shape = dict(num_classes=classes, in_chans=data.in_chans, image_size=size)
+    train = synthetic.SyntheticImages("train", data.num_train, **shape,
+                                      transform=small_image_train_transform(aug, size, size, normalise))
+    test = synthetic.SyntheticImages("test", data.num_test, **shape,
+                                     transform=small_image_test_transform(size, test_size, normalise))
+    return DataBundle(train, test, classes, data.in_chans, size, test_size, data.name)
+
+
+def _subset(dataset: Dataset, size: int | None, seed: int, option: str) -> Dataset:
+    if size is None:
+        return dataset
+    targets = dataset.targets
+    if size > len(targets):
+        raise ConfigError(f"{option}={size} is not allowed: the split has only {len(targets)} images")
+    return Subset(dataset, stratified_subset(targets, size, seed))
+
+
+def stratified_subset(targets: Sequence[int], size: int, seed: int) -> list[int]:
+    """`size` indices drawn at random (seeded) without replacement, each class keeping its share of the
+    full split (rounded by largest remainder), in increasing order."""
+    labels = np.asarray(targets)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / len(labels)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(take - quota, kind="stable")[: size - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == label), count, replace=False)
+              for label, count in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(chosen)).tolist()
