@@ -136,3 +136,23 @@ def test_bad_config_exits_nonzero_naming_the_value_before_any_work(tmp_path, ove
     assert result.returncode != 0
     assert message in result.stderr
     assert not any(p for p in tmp_path.glob("*") if not p.name.startswith("."))  # nothing written
+
+
+def test_fine_tuning_starts_from_another_runs_weights_and_names_it_in_its_identity(tmp_path):
+    source = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "data=synthetic", "data.num_classes=10",
+                    "data.image_size=28", "data.in_chans=1", "data.train_subset=null", "data.test_subset=null")
+    assert source.returncode == 0, source.stderr
+    source_sig = only_run(tmp_path).name
+    tuned = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "data=synthetic", "data.num_classes=5",
+                   "data.image_size=28", "data.in_chans=1", "data.train_subset=null", "data.test_subset=null",
+                   f"init_from={source_sig}")
+    assert tuned.returncode == 0, tuned.stderr
+    out = tuned.stdout + tuned.stderr
+    # only the head (10 → 5 classes) starts fresh
+    assert f"initialised from {source_sig}; re-initialised: head.bias, head.weight" in out
+    runs = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    [tuned_sig] = runs - {source_sig}
+    assert summary(tmp_path / tuned_sig)["init_from"] == source_sig
+
+    missing = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "init_from=0123456789")
+    assert missing.returncode != 0 and "run 0123456789 has no checkpoint" in missing.stderr

@@ -116,11 +116,14 @@ def _log_path() -> str | None:
 def run(cfg_dict: DictConfig) -> float | None:
     cfg = validated_config(cfg_dict)
     from stemsweep.train.distributed import broadcast_flag, init_distributed, shutdown
-    from stemsweep.train.loop import pick_device
+    from stemsweep.train.loop import init_checkpoint, pick_device
 
     device = pick_device(cfg.device)
     env = init_distributed(device.type)
     signature = signature_of(cfg)
+    if cfg.init_from and not init_checkpoint(cfg).exists():
+        raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: run {cfg.init_from} has no "
+                         f"checkpoint under runs_root={cfg.runs_root} (train it first)")
     run_dir = RunDir(cfg.runs_root, signature)
     try:
         previous = run_dir.read_summary()
@@ -166,6 +169,8 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
                       "error_message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
             run_dir.write_summary(failed)
             tracker.finish(failed)
+        if isinstance(exc, ConfigError):  # found once the data is loaded, e.g. a subset too large
+            raise SystemExit(f"stemsweep: {exc}") from None
         raise
     if env.is_main:
         run_dir.write_summary(summary)

@@ -118,7 +118,7 @@ def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
     model = build_model(cfg.model.size, stem, num_classes=data.num_classes, in_chans=data.in_chans,
                         image_size=data.image_size)
     if cfg.init_from:
-        source = load_checkpoint(_init_checkpoint(cfg))
+        source = load_checkpoint(init_checkpoint(cfg))
         skipped = load_weights_for_finetuning(model, source["ema"] or source["model"])
         log.info("initialised from %s; re-initialised: %s", cfg.init_from, ", ".join(skipped) or "nothing")
     if env.enabled and device.type == "cuda":
@@ -133,15 +133,10 @@ def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
     return Built(model, ema, optimizer, channels_last)
 
 
-def _init_checkpoint(cfg: RunConfig) -> Path:
+def init_checkpoint(cfg: RunConfig) -> Path:
+    """The checkpoint ``init_from`` names: a file, or the latest checkpoint of a run by signature."""
     path = Path(cfg.init_from)
-    if path.is_file():
-        return path
-    source = RunDir(cfg.runs_root, cfg.init_from)
-    if not source.checkpoint.exists():
-        raise FileNotFoundError(f"init_from={cfg.init_from}: run {cfg.init_from} has no checkpoint under "
-                                f"runs_root={cfg.runs_root} (train it first)")
-    return source.checkpoint
+    return path if path.is_file() else RunDir(cfg.runs_root, cfg.init_from).checkpoint
 
 
 def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker, env: DistEnv) -> dict:
