@@ -1,0 +1,41 @@
+"""Analysis of the study: run records → one table → the paper's metrics, figures and report.
+
+    from stemsweep import analysis as sa
+    runs = sa.load_runs("runs")                       # or "wandb:entity/project"
+    sa.training_length_gap(sa.tuned_runs(runs))
+    sa.lrwd_edf(sa.lrwd_study_runs(runs))
+
+`stemsweep report RUNS --out DIR` writes every figure and table (stemsweep.analysis.report).
+"""
+
+from stemsweep.analysis.load import CorruptRecordWarning, load_history, load_runs
+from stemsweep.analysis.plots import (
+    edf_figure,
+    lrwd_scatter_figure,
+    optimizer_gap_figure,
+    peak_figure,
+    save_figure,
+    training_length_figure,
+)
+from stemsweep.analysis.stability import (
+    edf_band,
+    edf_ks,
+    edf_summary,
+    lrwd_edf,
+    lrwd_study_runs,
+    optimizer_gap,
+    paper_top1_errors,
+    peak_table,
+    results,
+    seed_groups,
+    training_length_gap,
+    tuned_runs,
+)
+
+__all__ = [
+    "CorruptRecordWarning", "load_history", "load_runs",
+    "edf_band", "edf_ks", "edf_summary", "lrwd_edf", "lrwd_study_runs", "optimizer_gap", "paper_top1_errors",
+    "peak_table", "results", "seed_groups", "training_length_gap", "tuned_runs",
+    "edf_figure", "lrwd_scatter_figure", "optimizer_gap_figure", "peak_figure", "save_figure",
+    "training_length_figure",
+]

@@ -1,0 +1,302 @@
+"""Run records → pandas tables: one row per run (`load_runs`), one row per epoch (`load_history`).
+
+A source is a runs directory (one subdirectory per run, docs/record.md) or a W&B project:
+
+- an existing directory is a runs directory;
+- ``wandb:entity/project`` is a W&B project;
+- ``entity/project`` that is not a directory is a W&B project too, unless its first part is an
+  existing directory (``runs/mini`` with ``runs/`` present is a mistyped path, not a project: asking
+  an unreachable W&B server would hang for minutes).
+
+Only ``summary.json`` is read per run: it carries every config field the analyses need, so neither
+YAML nor ``metrics.jsonl`` is parsed to load runs (10,000 runs load in well under a second).
+A record that cannot be read is reported once with its path (a `CorruptRecordWarning`) and skipped;
+the paths of skipped records are also kept in ``table.attrs["skipped"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stemsweep.record.rundir import STATUSES, CorruptRecord, RunDir
+
+# The error the analyses use (the `error` column): the paper's is the EMA model's best top-1 error.
+ERROR_CHOICES = ("best_ema_error", "best_error", "final_ema_error", "final_error")
+# With the EMA off a run records no EMA error; like the sweep metric (stemsweep.run.study_error), the
+# model's own error stands in for it.
+EMA_FALLBACK = {"best_ema_error": "best_error", "final_ema_error": "final_error"}
+
+# The columns of load_runs, in order; any further scalar summary field follows them.
+RUN_COLUMNS = (
+    "model", "size", "family", "stem", "optimizer", "lr", "wd", "epochs", "batch_size", "seed",
+    "dataset", "train_subset", "aug", "init_from", "pretrained", "sweep",
+    "status", "error", "best_ema_error", "final_ema_error", "best_error", "final_error",
+    "epochs_done", "diverged_epoch", "error_message", "wall_time_s", "images_per_s",
+    "flops_b", "params_m", "acts_m", "signature", "run_dir",
+)
+HISTORY_COLUMNS = ("signature", "model", "epoch", "train_loss", "train_error", "test_error", "ema_test_error",
+                   "lr", "images_per_s", "elapsed_s", "run_dir")
+
+# The summary.json fields that come from the run's config.
+CONFIG_COLUMNS = ("model", "size", "family", "stem", "optimizer", "lr", "wd", "epochs", "batch_size", "seed",
+                  "dataset", "train_subset", "aug", "init_from", "sweep", "signature")
+# A W&B run's config is the flattened run config (training passes it to wandb.init); these are the
+# keys that give the summary.json config fields. They win over run.summary, whose `lr` and
+# `images_per_s` are the last logged epoch's until training copies summary.json there at the end.
+WANDB_CONFIG_KEYS = {
+    "size": "model.size", "stem": "stem.name", "optimizer": "optimizer.name", "lr": "optimizer.lr",
+    "wd": "optimizer.wd", "epochs": "epochs", "batch_size": "batch_size", "seed": "seed",
+    "dataset": "data.name", "train_subset": "data.train_subset", "aug": "aug.name", "sweep": "sweep",
+    "init_from": "init_from", "signature": "signature",
+}
+# W&B run states → record statuses, for runs whose summary has no status yet (training writes it at
+# the end). A run that stopped without finishing is a failed one.
+WANDB_STATES = {"running": "running", "pending": "running", "finished": "done",
+                "crashed": "failed", "failed": "failed", "killed": "failed"}
+
+
+class CorruptRecordWarning(UserWarning):
+    """A run record that could not be read and was skipped; the message names its path."""
+
+
+def load_runs(source: str | os.PathLike | Iterable[str | os.PathLike], error: str = "best_ema_error",
+              api: Any = None) -> pd.DataFrame:
+    """One row per run of one or several sources: its config, results, status and where it lives.
+
+    Columns (RUN_COLUMNS): the config (model — the paper's name, e.g. ViT_C-4GF —, size, family,
+    stem (NaN for RegNetY), optimizer, lr and wd per 2048 images, epochs, batch_size, seed, dataset,
+    train_subset, aug, init_from, pretrained = whether init_from is set, sweep), the status
+    (running | done | failed | diverged), the errors in percent (final/best of the model and of the
+    EMA; NaN when not reached, always NaN for a diverged run), `error` = the one the analyses use
+    (`error`, default the paper's best_ema_error), epochs_done, diverged_epoch, error_message,
+    wall_time_s, images_per_s, flops_b, params_m, acts_m, signature and run_dir (the run's directory,
+    or ``wandb:entity/project/<run id>``).
+
+    `api` replaces ``wandb.Api()`` for W&B sources (tests pass a fake one).
+    """
+    if error not in ERROR_CHOICES:
+        raise ValueError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
+    records, skipped = [], []
+    for kind, where in _sources(source):
+        read = _runs_dir_summaries if kind == "dir" else _wandb_summaries
+        records.extend(read(where, api, skipped))
+    table = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    table = _run_table(table, error)
+    table.attrs["skipped"] = skipped
+    return table
+
+
+def load_history(source: str | os.PathLike | Iterable[str | os.PathLike], api: Any = None) -> pd.DataFrame:
+    """One row per finished epoch of every run: signature, model, epoch, the metrics.jsonl fields
+    (train_loss, train_error, test_error, ema_test_error in percent, lr applied, images_per_s,
+    elapsed_s) and run_dir. Merge with load_runs on `signature` for the config columns.
+
+    A run with a line of metrics.jsonl that is not JSON is reported once with path and line number,
+    and skipped.
+    """
+    rows, skipped = [], []
+    for kind, where in _sources(source):
+        read = _runs_dir_history if kind == "dir" else _wandb_history
+        rows.extend(read(where, api, skipped))
+    history = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    first = [c for c in HISTORY_COLUMNS if c in history.columns]
+    history = history[first + [c for c in history.columns if c not in first]]
+    history.attrs["skipped"] = skipped
+    return history
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+def _sources(source) -> list[tuple[str, str]]:
+    """("dir", path) or ("wandb", "entity/project") for each source given, all checked first."""
+    many = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    return [_source(os.fspath(one)) for one in many]
+
+
+def _source(text: str) -> tuple[str, str]:
+    if text.startswith("wandb:"):
+        return "wandb", text.removeprefix("wandb:").strip("/")
+    if Path(text).is_dir():
+        return "dir", text
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not Path(text.split("/")[0]).is_dir():
+        return "wandb", text
+    raise FileNotFoundError(f"{text} is neither a runs directory nor a W&B project "
+                            "(write wandb:entity/project for a W&B project)")
+
+
+def _skip(path: str, problem: str, skipped: list[str]) -> None:
+    """Report a record that cannot be read (`problem` names the file) and remember its path."""
+    warnings.warn(f"{problem}; the run is skipped", CorruptRecordWarning, stacklevel=2)
+    skipped.append(path)
+
+
+# --- runs directories ------------------------------------------------------------------------------
+
+def _run_dirs(root: str) -> Iterator[RunDir]:
+    # Hidden entries (.submitit, editors' files) are not runs.
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    for name in names:
+        yield RunDir(root, name)
+
+
+def _read_summary(run: RunDir, skipped: list[str]) -> dict[str, Any] | None:
+    try:
+        summary = run.read_summary()
+    except (CorruptRecord, UnicodeDecodeError) as exc:
+        _skip(str(run.path), str(exc), skipped)
+        return None
+    if summary is None:
+        _skip(str(run.path), f"{run.path}: no summary.json", skipped)
+    return summary
+
+
+def _runs_dir_summaries(root: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
+    for run in _run_dirs(root):
+        summary = _read_summary(run, skipped)
+        if summary is not None:
+            summary.setdefault("signature", run.signature)
+            summary["run_dir"] = str(run.path)
+            yield summary
+
+
+def _runs_dir_history(root: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
+    for run in _run_dirs(root):
+        summary = _read_summary(run, skipped)
+        if summary is None:
+            continue
+        try:
+            epochs = run.read_metrics()
+        except (CorruptRecord, UnicodeDecodeError) as exc:
+            _skip(str(run.path), str(exc), skipped)
+            continue
+        who = {"signature": summary.get("signature", run.signature), "model": summary.get("model"),
+               "run_dir": str(run.path)}
+        for epoch in epochs:
+            yield {**who, **epoch}
+
+
+# --- W&B -------------------------------------------------------------------------------------------
+
+def _wandb_runs(project: str, api: Any) -> Iterator[Any]:
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    yield from api.runs(project)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys: a config logged as nested dicts reads like the flattened one training logs.
+    Anything with keys() is a tree: W&B's summary and its nested parts are dict-like, not dicts."""
+    flat: dict[str, Any] = {}
+    for key in tree.keys():
+        value = tree[key]
+        if hasattr(value, "keys"):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def wandb_summary(run: Any, project: str) -> dict[str, Any]:
+    """A W&B run as the summary.json record it copies.
+
+    - run.summary: every scalar summary.json field (training copies them there when the run ends:
+      status, model, final/best errors, epochs_done, wall_time_s, flops_b, …); keys starting with
+      ``_`` are W&B's own and dropped.
+    - run.config: the flattened run config; WANDB_CONFIG_KEYS maps its keys to the config columns
+      (``model.size`` → size, ``stem.name`` → stem with ``none`` → NaN, ``optimizer.name`` →
+      optimizer, ``optimizer.lr``/``optimizer.wd`` → lr/wd, ``data.name`` → dataset, …). A config
+      that already holds summary.json's flat names (``lr``, ``model``, …) is read as is. Config
+      values win over summary ones.
+    - status: the summary's when it has one, else from run.state (finished → done, running or
+      pending → running, crashed/failed/killed → failed); a summary still saying ``running`` for a
+      run W&B knows stopped is failed.
+    - model: the summary's, else run.name (training names the W&B run by the paper's model name).
+    - signature: the config's, else run.id (training uses the signature as the W&B run id).
+    - run_dir: ``wandb:<project>/<run id>``.
+    """
+    summary = {k: v for k, v in _flat(run.summary).items() if not k.startswith("_")}
+    config = _flat(run.config)
+    record = {k: v for k, v in summary.items() if not _is_nested(v)}
+    for column in CONFIG_COLUMNS:
+        if column in config:
+            record[column] = config[column]
+    for column, key in WANDB_CONFIG_KEYS.items():
+        if key in config:
+            record[column] = config[key]
+    if record.get("stem") == "none":
+        record["stem"] = None
+    if not record.get("model"):
+        record["model"] = run.name
+    if not record.get("signature"):
+        record["signature"] = run.id
+    if "epochs_done" not in record and "epoch" in summary:
+        record["epochs_done"] = summary["epoch"]
+    state = WANDB_STATES.get(str(run.state).lower(), "failed")
+    if record.get("status") not in STATUSES or (record["status"] == "running" and state == "failed"):
+        record["status"] = state
+    record["run_dir"] = f"wandb:{project}/{run.id}"
+    return record
+
+
+def _wandb_summaries(project: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
+    for run in _wandb_runs(project, api):
+        where = f"wandb:{project}/{getattr(run, 'id', '?')}"
+        try:
+            yield wandb_summary(run, project)
+        except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the load
+            _skip(where, f"{where}: unreadable W&B run ({type(exc).__name__}: {exc})", skipped)
+
+
+def _wandb_history(project: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
+    for run in _wandb_runs(project, api):
+        where = f"wandb:{project}/{getattr(run, 'id', '?')}"
+        try:
+            record = wandb_summary(run, project)
+            rows = []
+            for logged in run.scan_history():
+                row = {k: v for k, v in logged.items() if not k.startswith("_")}
+                row.setdefault("epoch", logged.get("_step"))
+                rows.append({"signature": record["signature"], "model": record["model"], "run_dir": where,
+                             **row})
+        except Exception as exc:  # noqa: BLE001
+            _skip(where, f"{where}: unreadable W&B history ({type(exc).__name__}: {exc})", skipped)
+            continue
+        yield from rows
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+def _run_table(table: pd.DataFrame, error: str) -> pd.DataFrame:
+    for column in RUN_COLUMNS:
+        if column not in table.columns:
+            table[column] = pd.Series(dtype="float64") if table.empty else None
+    nested = [c for c in table.columns if table[c].dtype == object and table[c].map(_is_nested).any()]
+    table = table.drop(columns=nested)
+    table = table[list(RUN_COLUMNS) + [c for c in table.columns if c not in RUN_COLUMNS]].copy()
+    numbers = ("lr", "wd", *ERROR_CHOICES, "wall_time_s", "images_per_s", "flops_b", "params_m", "acts_m")
+    for column in numbers:
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    for column in ("epochs", "batch_size", "seed", "epochs_done", "diverged_epoch", "train_subset"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+    # A diverged run has no result, whatever was copied into it.
+    diverged = table["status"] == "diverged"
+    table.loc[diverged, list(ERROR_CHOICES)] = float("nan")
+    chosen = table[error]
+    if error in EMA_FALLBACK:
+        chosen = chosen.fillna(table[EMA_FALLBACK[error]])
+    table["error"] = chosen
+    table["pretrained"] = table["init_from"].notna()
+    return table.reset_index(drop=True)
+
+
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, (dict, list))

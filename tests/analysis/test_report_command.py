@@ -1,0 +1,52 @@
+"""`stemsweep report`: every figure, every table and report.md, also when experiments lack data."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from stemsweep.cli import main
+
+TABLES = ["runs", "training_length_gap", "optimizer_gap", "lrwd_edf", "edf_band", "edf_summary", "edf_ks",
+          "peak"]
+FIGURES = {"fashion_mnist": ["training_length", "optimizer_gap", "lrwd_edf", "lrwd_scatter", "peak"],
+           "imagenet": ["training_length", "peak"]}
+
+
+def test_report_writes_every_figure_table_and_report_md(records_dir, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(records_dir), "--out", str(out)]) == 0
+    for table in TABLES:
+        assert (out / "tables" / f"{table}.csv").stat().st_size > 0, table
+    written = {p.name for p in (out / "figures").iterdir()}
+    expected = {f"{figure}_{dataset}.{ext}" for dataset, figures in FIGURES.items() for figure in figures
+                for ext in ("png", "pdf")}
+    assert written == expected
+    report = (out / "report.md").read_text()
+    for link in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert (out / link).exists(), link
+    # The ImageNet runs have neither SGD nor lr/wd sweeps: those experiments are skipped, and say why.
+    imagenet = report.split("## Data set: imagenet")[1]
+    assert "_Skipped: no model and schedule was run with both SGD and AdamW._" in imagenet
+    assert "_Skipped: no finished or diverged runs from an lr/wd sweep" in imagenet
+    # The numbers a reader needs: the diverged SGD run, the paper's errors, the failed run.
+    assert "| ViT_P-XS | 2 | diverged | 26.04 | diverged | 0 + 1 diverged / 1 |" in report
+    assert "| ViT_C-4GF | 18.90 | 400 | AdamW | 0.001 | 0.24 | 18.60 | +0.30 |" in report
+    assert "RuntimeError: out of memory" in report
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert len(runs) == 78
+
+
+def test_report_on_no_runs_and_another_error(tmp_path):
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--error", "final_error"]) == 0
+    report = (out / "report.md").read_text()
+    assert "_No runs found._" in report and "`final_error`" in report
+    assert not (out / "figures").exists()
+
+
+def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "neither a runs directory nor a W&B project" in capsys.readouterr().err
