@@ -12,3 +12,24 @@ from analysis_records import write_study
 def records_dir(tmp_path_factory) -> Path:
     """A runs directory of the small study of analysis_records (read it; copy it to change it)."""
     return write_study(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def real_runs_dir(tmp_path_factory) -> Path:
+    """Records of real short trainings: one `-m` sweep (one process, basic launcher) of ViT_P-XS and
+    ViT_C-XS with AdamW and SGD at 1 and 2 epochs, and three lr/wd draws per stem (a mini lr/wd sweep)."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("real_runs")
+    tiny = ["model=vit_xs", "data.train_subset=256", "data.test_subset=256", "batch_size=64", "logger=none",
+            "threads=1", "schedule.warmup_epochs=0", f"runs_root={root}"]
+    sweeps = [["stem=patch,conv", "optimizer=adamw,sgd", "epochs=1,2", "sweep=mini_optimizer"],
+              ["stem=patch,conv", "lrwd.draw=0,1,2", "epochs=1", "sweep=mini_lrwd_adamw"]]
+    for axes in sweeps:
+        result = subprocess.run([sys.executable, "-m", "stemsweep.run", "-m", *tiny, *axes],
+                                env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root

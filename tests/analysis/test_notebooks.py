@@ -11,8 +11,12 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "analysis"
 
 
+@pytest.mark.parametrize("runs", ["records_dir", "real_runs_dir"])
 @pytest.mark.parametrize("name", ["lrwd_edf.ipynb", "all_figures.ipynb"])
-def test_notebook_runs(name, records_dir, tmp_path, monkeypatch):
+def test_notebook_runs(name, runs, request, tmp_path, monkeypatch):
+    """On hand-made records of a whole study, and on records of real short trainings."""
+    records_dir = request.getfixturevalue(runs)
+    expected = len([p for p in records_dir.iterdir() if p.is_dir() and not p.name.startswith(".")])
     monkeypatch.setenv("STEMSWEEP_RUNS", str(records_dir))  # the kernel inherits the environment
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -21,4 +25,4 @@ def test_notebook_runs(name, records_dir, tmp_path, monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # figures were drawn
-    assert f"78 runs in {records_dir}" in "".join(o.get("text", "") for o in outputs)
+    assert f"{expected} runs in {records_dir}" in "".join(o.get("text", "") for o in outputs)

@@ -50,3 +50,15 @@ def test_report_on_no_runs_and_another_error(tmp_path):
 def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "neither a runs directory nor a W&B project" in capsys.readouterr().err
+
+
+def test_report_on_records_of_real_trainings(real_runs_dir, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(real_runs_dir), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert len(runs) == 14 and set(runs["status"]) == {"done"}
+    assert set(runs["model"]) == {"ViT_P-XS", "ViT_C-XS"}
+    assert (out / "figures" / "optimizer_gap_fashion_mnist.png").exists()
+    assert (out / "figures" / "lrwd_edf_fashion_mnist.png").exists()
+    gaps = pd.read_csv(out / "tables" / "optimizer_gap.csv")
+    assert len(gaps) == 4 and gaps["gap"].notna().all()  # 2 models × 2 schedules, SGD − AdamW
