@@ -12,11 +12,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
 
 # Planning a sweep checks every value but the existence of folders (a plan is made where the data
 # may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().
@@ -74,8 +73,8 @@ class LrWd:
 class TunedLrWd:
     """A model's tuned (lr, wd) for one stem, per optimizer."""
 
-    adamw: Optional[LrWd] = None
-    sgd: Optional[LrWd] = None
+    adamw: LrWd | None = None
+    sgd: LrWd | None = None
 
 
 @dataclass
@@ -125,8 +124,8 @@ class OptimizerConfig:
     name: str = MISSING  # adamw | sgd
     # lr is per 2048 images and scales linearly with the actual batch size (the paper's convention).
     # null: the model's tuned value for this stem and optimizer (conf/model/*.yaml, `tuned`).
-    lr: Optional[float] = None
-    wd: Optional[float] = None
+    lr: float | None = None
+    wd: float | None = None
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
     momentum: float = 0.9  # SGD
     nesterov: bool = True  # SGD
@@ -163,13 +162,13 @@ class ScheduleConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING  # fashion_mnist | imagenet | synthetic
-    root: Optional[str] = None  # folder with the data (fashion_mnist: IDX .gz files; imagenet: train/ val/)
-    train_subset: Optional[int] = None  # train on a seeded subset of this many images
-    test_subset: Optional[int] = None  # evaluate on a seeded subset (smoke tests only)
+    root: str | None = None  # folder with the data (fashion_mnist: IDX .gz files; imagenet: train/ val/)
+    train_subset: int | None = None  # train on a seeded subset of this many images
+    test_subset: int | None = None  # evaluate on a seeded subset (smoke tests only)
     subset_seed: int = 0
-    image_size: Optional[int] = None  # train resolution; null: the dataset's own (or the model's for ImageNet)
-    test_image_size: Optional[int] = None  # null: image_size for small sets, the model's test res for ImageNet
-    num_classes: Optional[int] = None  # synthetic only; others know theirs
+    image_size: int | None = None  # train resolution; null: the dataset's own (or the model's for ImageNet)
+    test_image_size: int | None = None  # null: image_size for small sets, the model's test res for ImageNet
+    num_classes: int | None = None  # synthetic only; others know theirs
     in_chans: int = 3  # synthetic only
     num_train: int = 512  # synthetic only
     num_test: int = 256  # synthetic only
@@ -223,7 +222,7 @@ class EmaConfig:
     null scales it by 1.28M / train images so that a smaller data set keeps the paper's EMA horizon."""
 
     enabled: bool = True
-    alpha: Optional[float] = None
+    alpha: float | None = None
     period: int = 32
 
     def __post_init__(self) -> None:
@@ -235,8 +234,8 @@ class EmaConfig:
 class LoggerConfig:
     name: str = MISSING  # wandb | none
     project: str = "stemsweep"
-    entity: Optional[str] = None
-    mode: Optional[str] = None  # null: $WANDB_MODE, else offline (these machines have no network)
+    entity: str | None = None
+    mode: str | None = None  # null: $WANDB_MODE, else offline (these machines have no network)
 
     def __post_init__(self) -> None:
         _one_of("logger", self.name, ["wandb", "none"])
@@ -251,7 +250,7 @@ class LrwdDraw:
     """A seeded log-uniform (lr, wd) draw from the model family's interval (lr/wd stability sweeps).
     draw=null: use optimizer.lr / optimizer.wd."""
 
-    draw: Optional[int] = None
+    draw: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -273,13 +272,13 @@ class RunConfig:
     batch_size: int = 128  # the global batch, over all processes
     seed: int = 0
     runs_root: str = "runs"
-    init_from: Optional[str] = None  # a run signature (under runs_root) or a checkpoint path
-    sweep: Optional[str] = None  # the sweep this run belongs to (W&B group); not part of its identity
+    init_from: str | None = None  # a run signature (under runs_root) or a checkpoint path
+    sweep: str | None = None  # the sweep this run belongs to (W&B group); not part of its identity
     retry: bool = False  # run again a run whose record is failed or diverged
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast where the device supports it (CUDA)
     compile: bool = False  # torch.compile the model
-    threads: Optional[int] = None  # torch threads on CPU; null: torch's default
+    threads: int | None = None  # torch threads on CPU; null: torch's default
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:

@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import socket
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -72,9 +71,9 @@ def signature_of(cfg: RunConfig) -> str:
 
 
 def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
-    from stemsweep.models import SIZES, paper_name
-
     import torch
+
+    from stemsweep.models import SIZES, paper_name
 
     stem = None if cfg.stem.name == "none" else cfg.stem.name
     job = os.environ.get("SLURM_JOB_ID")

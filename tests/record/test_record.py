@@ -8,8 +8,16 @@ import time
 
 import pytest
 
-from stemsweep.config import (AugConfig, DataConfig, LoggerConfig, ModelConfig, OptimizerConfig, RunConfig,
-                              ScheduleConfig, StemConfig)
+from stemsweep.config import (
+    AugConfig,
+    DataConfig,
+    LoggerConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    ScheduleConfig,
+    StemConfig,
+)
 from stemsweep.record.files import write_json
 from stemsweep.record.rundir import CorruptRecord, RunDir
 from stemsweep.record.signature import run_identity, run_signature

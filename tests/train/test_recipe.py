@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from stemsweep.config import AugConfig, OptimizerConfig, ScheduleConfig
+from stemsweep.train.distributed import DistEnv
 from stemsweep.train.ema import ModelEma, ema_alpha
 from stemsweep.train.loop import EpochBatches, batch_mixer
 from stemsweep.train.optim import build_optimizer, param_groups, scaled_lr
-from stemsweep.train.distributed import DistEnv
 
 PAPER = ScheduleConfig(name="cosine", warmup_epochs=5, warmup_factor=0.1, min_lr=0.005, step="epoch")
 

@@ -66,22 +66,35 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
 
 
 def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
-    """The jobs of sweep file NAME with extra overrides, and a function composing one job's config."""
-    from hydra import compose, initialize_config_dir
+    """The jobs of sweep file NAME with extra overrides, and a function composing one job's config.
+
+    Composes with a config loader of its own, as the sweeper does inside Hydra, not through
+    hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import open_dict
 
     from stemsweep.run import CONF_DIR
 
-    base = [f"+sweeps={sweep}", *overrides]
-    context = initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="plan")
-    context.__enter__()
-    hydra_cfg = compose("config", overrides=base, return_hydra_config=True).hydra
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
+
+    def compose(job_overrides: list[str]) -> DictConfig:
+        return loader.load_configuration("config", [f"+sweeps={sweep}", *job_overrides], run_mode=RunMode.RUN,
+                                         from_shell=False)
+
+    hydra_cfg = compose(list(overrides)).hydra
     grids = hydra_cfg.sweeper.get("grids")
     params = hydra_cfg.sweeper.get("params")
     sweep_args = [f"{k}={v}" for k, v in (params or {}).items()]
     jobs = expand_grids(grids, [*sweep_args, *overrides])
 
     def compose_job(job: list[str]) -> DictConfig:
-        return compose("config", overrides=[f"+sweeps={sweep}", *job])
+        cfg = compose(job)
+        with open_dict(cfg):
+            del cfg["hydra"]  # the run's config, as its task function sees it
+        return cfg
 
     return jobs, compose_job
 
