@@ -125,7 +125,7 @@ def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
         # The conv stem's BatchNorm over the global batch. gloo (CPU) has no SyncBatchNorm: there BN
         # statistics stay per process.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # channels_last speeds up 3×3 convolutions (CPU: RegNetY-XS ~300 → ~400 img/s, docs/benchmarks.md);
+    # channels_last speeds up 3×3 convolutions, on CPU too (RegNetY-XS +15%: docs/benchmarks.md);
     # the patchify stem is a single strided conv, not worth the layout change.
     channels_last = stem == "conv" or SIZES[cfg.model.size].family == "regnety"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
