@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,20 @@ class StemsweepSweeper(BasicSweeper):
         self.grids = [dict(g) for g in grids] if grids else None
 
     def sweep(self, arguments: List[str]) -> Any:
-        from stemsweep.sweep.plan import expand_grids, plan_runs
+        from stemsweep.record.rundir import RunDir
+        from stemsweep.sweep.plan import JobComposer, expand_grids, plan_runs
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         tic = time.perf_counter()
         jobs = expand_grids(self.grids, [*self._parse_config(), *arguments])
-        loader = self.hydra_context.config_loader
-        planned = plan_runs(jobs, lambda overrides: loader.load_sweep_config(self.config, overrides))
+        compose = JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
+                              fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
+        planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
         retry = bool(self.config.get("retry", False))
-        to_launch = [run.overrides for run in planned if run.should_launch(retry)]
+        launching = [run for run in planned if run.should_launch(retry)]
+        for run in launching:  # `stemsweep status RUNS_ROOT` lists a queued run as pending
+            RunDir(run.runs_root, run.signature).path.mkdir(parents=True, exist_ok=True)
+        to_launch = [run.overrides for run in launching]
         skipped = len(planned) - len(to_launch)
         log.info("%d runs in the sweep: %d skipped (%s), %d to launch; planned in %.2f s", len(planned), skipped,
                  "done" if retry else "done, failed or diverged: retry=true runs those again",
@@ -63,7 +69,8 @@ class StemsweepSweeper(BasicSweeper):
             batch = self.get_job_batch()  # already composed and validated by plan_runs
             results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             for r in results:
-                _ = r.return_value  # raises if the job failed
+                if r.status != JobStatus.UNKNOWN:  # UNKNOWN: detached, still queued
+                    _ = r.return_value  # raises if the job failed
             initial_job_idx += len(batch)
             returns.append(results)
         return returns

@@ -7,11 +7,15 @@ has one block fewer than ViT_P so that the two cost the same (the conv stem cost
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # the size table is read without torch (config validation, sweep planning)
+    from torch import nn
 
-from stemsweep.models.regnety import RegNetY
-from stemsweep.models.vit import STEMS, ViT
+    from stemsweep.models.regnety import RegNetY
+    from stemsweep.models.vit import ViT
+
+STEMS = ("conv", "patch")
 
 # ViT_C-18GF's 3×3 layers (stride, width) in conv_stems.csv, narrower than the default rule's and with
 # stride-1 layers between; ViT_C-36GF reuses them before its 1024-wide 1×1. 1GF and 4GF: the rule.
@@ -106,6 +110,9 @@ def resolve(size: str, stem: str | None) -> tuple[ModelSpec, str]:
 def model_args(size: str, stem: str | None, num_classes: int, in_chans: int,
                image_size: int) -> tuple[type[ViT] | type[RegNetY], dict]:
     """The model class and its keyword arguments: what `build_model` builds and `model_complexity` counts."""
+    from stemsweep.models.regnety import RegNetY
+    from stemsweep.models.vit import ViT
+
     spec, stem = resolve(size, stem)
     if spec.family == "regnety":
         return RegNetY, {"depths": spec.depths, "widths": spec.widths, "group_width": spec.group_width,

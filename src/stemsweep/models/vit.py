@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stemsweep.models.sizes import STEMS
+
 if TYPE_CHECKING:
     from stemsweep.models.complexity import Complexity
 
-STEMS = ("conv", "patch")
 
 
 def layer_norm(width: int) -> nn.LayerNorm:

@@ -28,10 +28,10 @@ def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
     except CorruptRecord as exc:
         return {"signature": run.signature, "state": "corrupt", "log": str(exc)}
     if summary is None:
-        return {"signature": run.signature, "state": "pending", "model": overrides}
+        return {"signature": run.signature, "state": "pending", "model": overrides or None}
     state = run_state(run, summary)
-    latest = summary.get("final_ema_error", summary.get("final_error"))
-    best = summary.get("best_ema_error", summary.get("best_error"))
+    latest = _ema_else_model(summary, "final")
+    best = _ema_else_model(summary, "best")
     log = ""
     if state == "failed":
         log = summary.get("log_path") or str(run.error_log)
@@ -40,10 +40,20 @@ def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
     return {
         "signature": run.signature, "model": summary.get("model"), "stem": summary.get("stem") or "-",
         "optimizer": summary.get("optimizer"), "epochs": summary.get("epochs"),
-        "lr": f"{summary.get('lr'):.4g}", "wd": f"{summary.get('wd'):.4g}", "state": state,
+        "lr": _number(summary.get("lr")), "wd": _number(summary.get("wd")), "state": state,
         "done": summary.get("epochs_done"), "latest": _pct(latest), "best": _pct(best),
         "job": summary.get("slurm_job_id") or "-", "log": log,
     }
+
+
+def _ema_else_model(summary: dict[str, Any], which: str) -> float | None:
+    """The EMA model's error, the model's where EMA is off (the record holds null, not no key)."""
+    error = summary.get(f"{which}_ema_error")
+    return summary.get(f"{which}_error") if error is None else error
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _pct(value: float | None) -> str:
@@ -70,7 +80,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
-    lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines.append(f"{len(rows)} runs: {tally}" if rows else "0 runs")
     return "\n".join(lines)
 
 

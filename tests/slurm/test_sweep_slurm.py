@@ -1,0 +1,209 @@
+"""Sweeps on the real local SLURM cluster, launched as a user does: `python -m stemsweep.run -m ...
+hydra/launcher=slurm` in a subprocess (jobs inherit PATH, so they find the cluster's scontrol shim).
+
+One detached, capped 2-run sweep is launched once per module and observed while it runs; several tests
+read what it left. A second sweep is preempted mid-training and must finish by resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from stemsweep.sweep.status import status_rows
+
+pytestmark = pytest.mark.slurm
+
+TINY = ["model=vit_xs", "data.train_subset=256", "data.test_subset=256", "batch_size=64", "threads=1",
+        "logger=none", "epochs=2"]
+
+
+def sweep(runs: Path, sweep_dir: Path, *overrides: str, output: Path | None = None):
+    """`python -m stemsweep.run -m` on the SLURM launcher: a CompletedProcess, or, given a file for its
+    output, a Popen left running."""
+    cmd = [sys.executable, "-m", "stemsweep.run", "-m", "hydra/launcher=slurm", f"runs_root={runs}",
+           f"hydra.sweep.dir={sweep_dir}", *TINY, *overrides]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    if output:
+        with output.open("w") as out:
+            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def status_table(runs: Path) -> dict[str, str]:
+    """The states `stemsweep status RUNS` shows, as {signature: state}."""
+    return {row["signature"]: row["state"] for row in status_rows(str(runs))}
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    return sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def submitted_jobs(sweep_dir: Path) -> set[str]:
+    folder = sweep_dir / ".submitit"
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def scontrol(job: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+
+
+@dataclass
+class DetachedSweep:
+    runs: Path
+    sweep_dir: Path
+    launch: subprocess.CompletedProcess
+    queued_after_launch: str  # squeue right after the launch returned
+    states: list[dict[str, str]] = field(default_factory=list)  # every status table seen while polling
+
+
+@pytest.fixture(scope="module")
+def detached_sweep(slurm_cluster, tmp_path_factory) -> DetachedSweep:
+    """`stem=patch,conv` as one job array capped at 1 task at a time, detached; polled with
+    `stemsweep status` until both runs are done."""
+    root = tmp_path_factory.mktemp("detached")
+    runs, sweep_dir = root / "runs", root / "sweep"
+    launch = sweep(runs, sweep_dir, "stem=patch,conv", "hydra.launcher.array_parallelism=1",
+                   "hydra.launcher.wait=false")
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    jobs = re.search(r"submitted 2 jobs .*: (\d+)_0 \1_1", launch.stdout + launch.stderr)
+    assert jobs, launch.stdout + launch.stderr
+    queued = subprocess.run(["squeue", "-h", "-r", "-j", jobs.group(1), "-o", "%i %T"], capture_output=True,
+                            text=True).stdout
+    seen = DetachedSweep(runs, sweep_dir, launch, queued)
+    deadline = time.monotonic() + 240
+    while True:
+        seen.states.append(status_table(runs))
+        if len(seen.states[-1]) == 2 and set(seen.states[-1].values()) == {"done"}:
+            return seen
+        assert time.monotonic() < deadline, f"not done in 240 s: {seen.states[-1]}\n{queued}"
+        time.sleep(0.5)
+
+
+def test_detached_launch_returns_while_jobs_queue_and_status_follows_them(detached_sweep):
+    out = detached_sweep.launch.stdout + detached_sweep.launch.stderr
+    assert "detached: 2 jobs queued" in out, out
+    # It returned with both array tasks still in the queue (neither could have trained 2 epochs yet).
+    assert len(detached_sweep.queued_after_launch.splitlines()) == 2, detached_sweep.queued_after_launch
+    first = detached_sweep.states[0]
+    assert len(first) == 2 and set(first.values()) <= {"pending", "running"}, first
+    seen = [state for table in detached_sweep.states for state in table.values()]
+    assert {"pending", "running", "done"} <= set(seen), seen
+
+
+def test_array_parallelism_caps_the_array_at_one_running_task(detached_sweep):
+    jobs = {summary(run)["slurm_job_id"] for run in run_dirs(detached_sweep.runs)}
+    array_ids = {job.split("_")[0] for job in jobs}
+    assert len(array_ids) == 1 and len(jobs) == 2, jobs  # one array: both runs have vit_xs's resources
+    [array_id] = array_ids
+    assert "ArrayTaskThrottle=1" in scontrol(array_id), scontrol(array_id)
+    # Never two running at once, as `stemsweep status` saw it and as SLURM's accounting has it.
+    assert all(list(table.values()).count("running") <= 1 for table in detached_sweep.states)
+    for _ in range(20):  # a task that just wrote its record may still be completing
+        sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,Start,End"],
+                               capture_output=True, text=True).stdout
+        if "Unknown" not in sacct:
+            break
+        time.sleep(0.5)
+    spans = sorted((datetime.fromisoformat(start), datetime.fromisoformat(end))
+                   for _, start, end in (line.split("|") for line in sacct.split()))
+    assert len(spans) == 2 and spans[1][0] >= spans[0][1], f"the tasks overlapped: {sacct}"
+
+
+def test_every_run_of_the_sweep_has_a_complete_record_with_its_slurm_job(detached_sweep):
+    runs = run_dirs(detached_sweep.runs)
+    assert len(runs) == 2
+    assert {summary(run)["stem"] for run in runs} == {"patch", "conv"}
+    for run in runs:
+        s = summary(run)
+        assert s["status"] == "done" and s["epochs_done"] == 2 and s["signature"] == run.name, s
+        assert [m["epoch"] for m in metrics(run)] == [1, 2]
+        assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists()
+        assert re.fullmatch(r"\d+_[01]", s["slurm_job_id"]), s["slurm_job_id"]
+        log = Path(s["log_path"])  # submitit's log of the job that trained it
+        assert log.is_file() and log.is_relative_to(detached_sweep.sweep_dir / ".submitit"), log
+        assert s["slurm_job_id"] in log.name
+
+
+def test_relaunching_a_finished_sweep_submits_nothing(detached_sweep):
+    before = submitted_jobs(detached_sweep.sweep_dir)
+    updated = {run.name: summary(run)["updated"] for run in run_dirs(detached_sweep.runs)}
+    again = sweep(detached_sweep.runs, detached_sweep.sweep_dir, "stem=patch,conv",
+                  "hydra.launcher.array_parallelism=1")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert re.search(r"2 runs in the sweep: 2 skipped .*, 0 to launch", out), out
+    assert "submitted" not in out and "#0 :" not in out, out  # the launcher was not called at all
+    assert submitted_jobs(detached_sweep.sweep_dir) == before
+    assert {run.name: summary(run)["updated"] for run in run_dirs(detached_sweep.runs)} == updated
+
+
+def preempt(job: str) -> None:
+    """As SLURM preempts (SIGTERM, then USR2), with a gap: see tests/slurm/test_cluster.py."""
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)
+    time.sleep(1)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+
+
+def test_a_preempted_run_is_requeued_and_resumes_its_checkpoint_and_its_wandb_run(slurm_cluster, tmp_path):
+    # vit_xs asks for timeout_min=60: with <= 10 submitit would read USR2 as a time-out, not a preemption.
+    runs, sweep_dir, output = tmp_path / "runs", tmp_path / "sweep", tmp_path / "sweep.out"
+    epochs = 5
+    proc = sweep(runs, sweep_dir, "stem=conv", f"epochs={epochs}", "data.train_subset=512", "logger=wandb",
+                 output=output)  # a blocking sweep: it must wait through the requeue
+    run = job = None
+    states = []  # the run's state in `stemsweep status` from the preemption on
+    try:
+        deadline = time.monotonic() + 120
+        while not (run and metrics(run)):  # epoch 1 checkpointed
+            assert proc.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, "no epoch finished in 120 s"
+            run = next(iter(run_dirs(runs)), None) if runs.exists() else None
+            time.sleep(0.2)
+        job = summary(run)["slurm_job_id"]
+        preempt(job)
+        assert len(metrics(run)) < epochs, "the run finished before it could be preempted"
+        deadline = time.monotonic() + 240
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"the sweep did not end in 240 s: {output.read_text()}"
+            states.append(status_table(runs)[run.name])
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            if job:
+                subprocess.run(["scancel", job], check=False)
+    assert proc.returncode == 0, output.read_text()
+    # Killed, its record still says running but no process holds its lock; then it runs again.
+    assert "interrupted" in states and states[states.index("interrupted"):].count("running") > 0, states
+
+    s = summary(run)
+    assert s["status"] == "done" and s["epochs_done"] == epochs and s["slurm_job_id"] == job, s
+    assert [m["epoch"] for m in metrics(run)] == list(range(1, epochs + 1))
+    assert "Restarts=1" in scontrol(job), scontrol(job)
+    log = (sweep_dir / "0" / "run.log").read_text()  # Hydra's job log, appended to by both starts
+    resumed = re.search(rf"resuming {run.name} from its checkpoint after epoch (\d+)", log)
+    assert resumed and 1 <= int(resumed.group(1)) < epochs, log
+    assert log.count("epoch 1/5:") == 1, "epoch 1 was trained again"
+    # One W&B run: each start opened (offline) the run whose id is the signature.
+    wandb_runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2, wandb_runs
+    assert all(p.name.endswith(f"-{run.name}") for p in wandb_runs), wandb_runs
