@@ -126,6 +126,7 @@ class OptimizerConfig:
     # null: the model's tuned value for this stem and optimizer (conf/model/*.yaml, `tuned`).
     lr: float | None = None
     wd: float | None = None
+    lr_scale: float = 1.0  # multiplies the resolved lr (fine-tuning at a fraction of the tuned lr)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
     momentum: float = 0.9  # SGD
     nesterov: bool = True  # SGD
@@ -133,6 +134,7 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         _one_of("optimizer", self.name, ["adamw", "sgd"])
         _positive("optimizer.lr", self.lr, allow_none=True)
+        _positive("optimizer.lr_scale", self.lr_scale)
         _non_negative("optimizer.wd", self.wd, allow_none=True)
         _require(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
@@ -161,7 +163,7 @@ class ScheduleConfig:
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # fashion_mnist | imagenet | synthetic
+    name: str = MISSING  # fashion_mnist | imagenet | imagenet21k | synthetic
     root: str | None = None  # folder with the data (fashion_mnist: IDX .gz files; imagenet: train/ val/)
     train_subset: int | None = None  # train on a seeded subset of this many images
     test_subset: int | None = None  # evaluate on a seeded subset (smoke tests only)
@@ -176,7 +178,7 @@ class DataConfig:
     download: bool = False  # fashion_mnist only: let torchvision fetch it where a network exists
 
     def __post_init__(self) -> None:
-        _one_of("data", self.name, ["fashion_mnist", "imagenet", "synthetic"])
+        _one_of("data", self.name, ["fashion_mnist", "imagenet", "imagenet21k", "synthetic"])
         if not _CHECK_PATHS:
             pass
         elif self.root is not None:
@@ -185,8 +187,8 @@ class DataConfig:
                 os.path.isdir(root),
                 f"data.root={self.root} is not allowed: no such directory (give an existing folder)",
             )
-        elif self.name == "imagenet":
-            raise ConfigError("data.root=null is not allowed for data=imagenet: give a folder with train/ and val/")
+        elif self.name in ("imagenet", "imagenet21k"):
+            raise ConfigError(f"data.root=null is not allowed for data={self.name}: give a folder with train/ and val/")
         for name in ("train_subset", "test_subset", "image_size", "test_image_size", "num_classes"):
             value = getattr(self, name)
             _require(
@@ -359,4 +361,6 @@ def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:
                      f"optimizer.{name}=null is not allowed for model={cfg.model.size} stem={cfg.stem.name} "
                      f"optimizer={opt.name}: it has no tuned value; give optimizer.{name}")
             setattr(opt, name, getattr(tuned, name))
+    if opt.lr_scale != 1.0:
+        opt.lr, opt.lr_scale = float(f"{opt.lr * opt.lr_scale:.4g}"), 1.0  # the lr a run records is the one used
     return cfg

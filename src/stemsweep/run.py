@@ -11,6 +11,7 @@ Returns the error the study uses (the EMA model's best top-1 error), for Hydra's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -68,6 +69,25 @@ def init_signature(cfg: RunConfig) -> str | None:
 
 def signature_of(cfg: RunConfig) -> str:
     return run_signature(run_identity(cfg, init_signature(cfg)))
+
+
+@functools.cache
+def _composer():
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from stemsweep.sweep.plan import JobComposer
+
+    return JobComposer(ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR)))
+
+
+def signature_of_overrides(overrides: str) -> str:
+    """The signature of the run that these overrides (space-separated, Hydra's syntax) describe: how a
+    fine-tuning config names the pre-training run it starts from (`${run_signature:'…'}`)."""
+    from stemsweep.config import paths_unchecked
+
+    with paths_unchecked():
+        return signature_of(validated_config(_composer()(overrides.split())))
 
 
 def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
@@ -151,12 +171,10 @@ def run(cfg_dict: DictConfig) -> float | None:
 
 
 def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env) -> dict[str, Any]:
-    from omegaconf import OmegaConf as oc
-
     from stemsweep.record.trackers import NoTracker, open_tracker
     from stemsweep.train.loop import train
 
-    flat = _flatten(oc.to_container(oc.structured(cfg)))
+    flat = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
     tracker = open_tracker(cfg.logger, run_dir.path, run_dir.signature, summary["model"], cfg.sweep,
                            {**flat, "signature": run_dir.signature}) if env.is_main else NoTracker()
     try:
@@ -210,6 +228,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 register_configs()
+if not OmegaConf.has_resolver("run_signature"):
+    OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -56,12 +56,33 @@ def test_lrwd_is_3_models_by_64_seeded_log_uniform_draws(optimizer):
     assert [r.signature for r in again] == [r.signature for r in runs]  # the same draws every time
 
 
-def test_peak_is_every_model_at_400_epochs_with_its_best_optimizer():
-    runs = axes(planned("peak"))
-    assert len(runs) == 11
-    assert {(r["model"], r.get("stem"), r["optimizer"]) for r in runs} == {
+def test_peak_is_every_model_at_400_epochs_and_in21k_pretraining_then_finetuning():
+    runs = planned("peak")
+    overrides = axes(runs)
+    scratch = [r for r in overrides if "+stage" not in r]
+    assert len(runs) == 23 and len(scratch) == 11
+    assert {(r["model"], r.get("stem"), r["optimizer"]) for r in scratch} == {
         *{(m, s, "adamw") for m in VIT3 | {"vit_36gf"} for s in ("patch", "conv")},
         *{(m, None, "sgd") for m in REGNET3}}
+    pretrain = {(r["model"], r["stem"]): run for r, run in zip(overrides, runs) if r.get("+stage") == "in21k_pretrain"}
+    finetune = [(r, run) for r, run in zip(overrides, runs) if r.get("+stage") == "in1k_finetune"]
+    big = {"vit_4gf", "vit_18gf", "vit_36gf"}
+    assert set(pretrain) == {(m, s) for m in big for s in ("patch", "conv")} and len(finetune) == 6
+    # each fine-tuning run starts from the pre-training run of its model and stem, by signature
+    _, compose_job = compose_sweep("peak", [])
+    from stemsweep.config import paths_unchecked
+    from stemsweep.run import validated_config
+
+    for r, run in finetune:
+        with paths_unchecked():
+            cfg = validated_config(compose_job(run.overrides))
+        assert cfg.init_from == pretrain[(r["model"], r["stem"])].signature
+        assert cfg.data.name == "imagenet" and cfg.epochs == 20
+        if r["model"] == "vit_4gf":  # a tenth of the tuned lr (Table 4: patch 2e-3, conv 1e-3)
+            assert cfg.optimizer.lr == pytest.approx({"patch": 2e-4, "conv": 1e-4}[r["stem"]])
+    with paths_unchecked():
+        pre = validated_config(compose_job(next(iter(pretrain.values())).overrides))
+    assert (pre.data.name, pre.epochs, pre.batch_size, pre.init_from) == ("imagenet21k", 90, 4096, None)
 
 
 @pytest.mark.parametrize("name", ["mini_training_length", "mini_optimizer", "mini_lrwd_adamw", "mini_lrwd_sgd",

@@ -34,7 +34,7 @@ def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res
     data.test_image_size are null. Small data sets keep their own size unless data.image_size is set."""
     if data.name == "fashion_mnist":
         bundle = _fashion_mnist(data, aug)
-    elif data.name == "imagenet":
+    elif data.name in ("imagenet", "imagenet21k"):  # both ImageNet-style folders
         bundle = _imagenet(data, aug, train_res, test_res)
     else:
         bundle = _synthetic(data, aug)
