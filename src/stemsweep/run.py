@@ -73,12 +73,9 @@ def signature_of(cfg: RunConfig) -> str:
 
 @functools.cache
 def _composer():
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
+    from stemsweep.sweep.plan import JobComposer, config_loader
 
-    from stemsweep.sweep.plan import JobComposer
-
-    return JobComposer(ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR)))
+    return JobComposer(config_loader())
 
 
 def signature_of_overrides(overrides: str) -> str:

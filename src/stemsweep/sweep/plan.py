@@ -112,19 +112,23 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
     return planned
 
 
+def config_loader() -> Any:
+    """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from stemsweep.run import CONF_DIR
+
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
+
+
 def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
     """The jobs of sweep file NAME with extra overrides, and a function composing one job's config.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
     hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
     """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-
-    from stemsweep.run import CONF_DIR
-
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
-    compose_job = JobComposer(loader, fixed=[f"+sweeps={sweep}"])
+    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"])
     sweeper = compose_job.full(list(overrides)).hydra.sweeper
     sweep_args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
