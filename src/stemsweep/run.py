@@ -11,7 +11,6 @@ Returns the error the study uses (the EMA model's best top-1 error), for Hydra's
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import platform
@@ -69,22 +68,6 @@ def init_signature(cfg: RunConfig) -> str | None:
 
 def signature_of(cfg: RunConfig) -> str:
     return run_signature(run_identity(cfg, init_signature(cfg)))
-
-
-@functools.cache
-def _composer():
-    from stemsweep.sweep.plan import JobComposer, config_loader
-
-    return JobComposer(config_loader())
-
-
-def signature_of_overrides(overrides: str) -> str:
-    """The signature of the run that these overrides (space-separated, Hydra's syntax) describe: how a
-    fine-tuning config names the pre-training run it starts from (`${run_signature:'…'}`)."""
-    from stemsweep.config import paths_unchecked
-
-    with paths_unchecked():
-        return signature_of(validated_config(_composer()(overrides.split())))
 
 
 def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
@@ -226,6 +209,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 register_configs()
 if not OmegaConf.has_resolver("run_signature"):
+    # From an importable module, not this one: run as __main__, it would not unpickle in joblib workers.
+    from stemsweep.sweep.plan import signature_of_overrides
+
     OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
 
 

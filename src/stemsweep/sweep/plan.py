@@ -9,6 +9,7 @@ command-line overrides compose on top, replacing a grid's axis of the same name.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,21 @@ def config_loader() -> Any:
     from stemsweep.run import CONF_DIR
 
     return ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
+
+
+@functools.cache
+def _composer() -> JobComposer:
+    return JobComposer(config_loader())
+
+
+def signature_of_overrides(overrides: str) -> str:
+    """The signature of the run that these overrides (space-separated, Hydra's syntax) describe: how a
+    fine-tuning config names the pre-training run it starts from (the `${run_signature:'…'}` resolver)."""
+    from stemsweep.config import paths_unchecked
+    from stemsweep.run import signature_of, validated_config
+
+    with paths_unchecked():
+        return signature_of(validated_config(_composer()(overrides.split())))
 
 
 def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
