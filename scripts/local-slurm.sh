@@ -142,11 +142,16 @@ start() {  # start NAME CMD...: run CMD in the foreground of a background job, r
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_taken() { ! port_free "$1"; }
 
+# gone NAME: the process recorded for NAME has exited. Unlike `alive`, no name check: right after
+# `start`, the recorded PID may still be the subshell that is about to exec the daemon (a busy machine
+# makes that window long enough to see).
+gone() { local pid; pid=$(cat "$DIR/$1.pid" 2>/dev/null) || return 0; ! kill -0 "$pid" 2>/dev/null; }
+
 wait_for() {  # wait_for WHAT DAEMON TEST...: up to 15 s for TEST to pass while DAEMON lives
   local what=$1 daemon=$2; shift 2
   for _ in $(seq 150); do
     "$@" && return 0
-    alive "$daemon" || break
+    gone "$daemon" && break
     sleep 0.1
   done
   log "$what"; return 1
@@ -303,7 +308,7 @@ up() {
       log "node $node $(node_state) after $((SECONDS - t0)) s: $(for d in "${DAEMONS[@]}"; do alive "$d" && printf '%s=%s ' "$d" "$(cat "$DIR/$d.pid")"; done)"
       return 0
     fi
-    for d in slurmctld slurmd; do alive "$d" || { log "$d died"; exit 1; }; done
+    for d in slurmctld slurmd; do gone "$d" && { log "$d died"; exit 1; }; done
     if [[ "$(node_state)" =~ ^(down|drain) ]] && ((i % 20 == 0)); then
       scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true
     fi
