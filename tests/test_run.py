@@ -128,6 +128,7 @@ def test_wandb_offline_run_uses_the_signature_as_its_id(tmp_path):
     ("epochs=0", "epochs=0 is not allowed"),
     ("data.root=/no/such/folder", "data.root=/no/such/folder is not allowed: no such directory"),
     ("model=regnety_xs stem=conv", "stem=conv is not allowed with model=regnety_xs"),
+    ("model=vit_4gf", "model=vit_4gf is not allowed with 28×28 images (data=fashion_mnist)"),
     ("stem=pyramid", "Could not find 'stem/pyramid'"),
     ("model=vit_5gf", "Could not find 'model/vit_5gf'"),
 ])

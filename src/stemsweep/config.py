@@ -198,6 +198,9 @@ class DataConfig:
         _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} is not allowed: an integer >= 0")
 
 
+NATIVE_IMAGE_SIZE = {"fashion_mnist": 28}  # the size a data set's images have when data.image_size is null
+
+
 @dataclass
 class AugConfig:
     name: str = MISSING
@@ -291,7 +294,16 @@ class RunConfig:
         _require(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} is not allowed: >= 1")
         _one_of("device", self.device, ["auto", "cpu", "cuda"])
         _require(self.threads is None or self.threads >= 1, f"threads={self.threads} is not allowed: >= 1")
-        family = SIZES[self.model.size].family
+        spec = SIZES[self.model.size]
+        family = spec.family
+        if family == "vit":
+            size = self.data.image_size or NATIVE_IMAGE_SIZE.get(self.data.name) or spec.train_res
+            _require(
+                size % spec.patch_size == 0,
+                f"model={self.model.size} is not allowed with {size}×{size} images (data={self.data.name}): "
+                f"its patch size {spec.patch_size} must divide the image size; use a CPU size (vit_xs, vit_s) "
+                "or set data.image_size",
+            )
         if family == "regnety":
             _require(
                 self.stem.name == "none",
@@ -311,19 +323,10 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the schema so that conf/*.yaml files can name it in their defaults lists."""
+    """Register the schema that conf/config.yaml names in its defaults list; its typed fields check
+    every group's yaml as it is merged in."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    for group, node in [
-        ("model", ModelConfig),
-        ("stem", StemConfig),
-        ("optimizer", OptimizerConfig),
-        ("schedule", ScheduleConfig),
-        ("data", DataConfig),
-        ("aug", AugConfig),
-        ("logger", LoggerConfig),
-    ]:
-        cs.store(group=group, name=f"{group}_schema", node=node)
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
