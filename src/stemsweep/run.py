@@ -162,7 +162,7 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
     except Exception as exc:
         if env.is_main:
             run_dir.error_log.write_text(traceback.format_exc())
-            failed = {**(_current(run_dir) or summary), "status": "failed",
+            failed = {**(run_dir.summary_or_none() or summary), "status": "failed",
                       "error_message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
             run_dir.write_summary(failed)
             tracker.finish(failed)
@@ -175,13 +175,6 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
         log.info("run %s %s: %s; record in %s", run_dir.signature, summary["status"], _result(summary),
                  run_dir.path)
     return summary
-
-
-def _current(run_dir: RunDir) -> dict[str, Any] | None:
-    try:
-        return run_dir.read_summary()
-    except CorruptRecord:
-        return None
 
 
 def _result(summary: dict[str, Any]) -> str:

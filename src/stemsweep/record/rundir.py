@@ -50,6 +50,14 @@ class RunDir:
             raise CorruptRecord(f"{self.summary}: no valid status (expected one of {', '.join(STATUSES)})")
         return summary
 
+    def summary_or_none(self) -> dict[str, Any] | None:
+        """The summary, or None when there is none or it is corrupt: launched again, such a run
+        resumes from its checkpoint and rewrites it."""
+        try:
+            return self.read_summary()
+        except CorruptRecord:
+            return None
+
     def read_metrics(self) -> list[dict[str, Any]]:
         rows = []
         try:

@@ -19,7 +19,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.rundir import RunDir
 
 
 @dataclass
@@ -105,10 +105,7 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
         with paths_unchecked():
             cfg = validated_config(compose(list(overrides)))
         signature = signature_of(cfg)
-        try:
-            summary = RunDir(cfg.runs_root, signature).read_summary()
-        except CorruptRecord:
-            summary = None  # launched again, it resumes from its checkpoint and rewrites the record
+        summary = RunDir(cfg.runs_root, signature).summary_or_none()
         planned.append(PlannedRun(list(overrides), signature, summary and summary["status"], cfg.runs_root))
     return planned
 
