@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-fast demo lint data slurm-up slurm-down clean
+.PHONY: setup test test-fast demo mini-study lint data slurm-up slurm-down clean
 
 setup: $(VENV)/.stamp-deps data
 
@@ -32,6 +32,11 @@ test: setup
 
 demo: setup
 	$(PY) -m stemsweep.run
+
+# The mini study on this machine (about 1.5 hours on 2 cores): tune, every mini sweep, the report in
+# docs/mini-study/. Resumable: run it again after an interruption.
+mini-study: setup
+	bash scripts/mini-study.sh
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

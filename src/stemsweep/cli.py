@@ -33,6 +33,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from stemsweep.analysis.tune import write_tuning
+
+    tuned = write_tuning(args.runs, args.sweeps, args.out)
+    print(tuned.to_string(index=False))
+    print(f"tuning written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stemsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--error", default="best_ema_error", help="which error column the analyses use")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("tune", help="each model's best lr/wd from lr/wd sweeps, as a conf/tuning/ option")
+    p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
+    p.add_argument("--sweeps", nargs="+", required=True, help="the lr/wd sweeps to tune from, e.g. mini_lrwd_adamw")
+    p.add_argument("--out", required=True, help="the option file to write, e.g. conf/tuning/mini.yaml")
+    p.set_defaults(func=_tune)
     return parser
 
 

@@ -78,6 +78,15 @@ class TunedLrWd:
 
 
 @dataclass
+class StemTuning:
+    """One model size's tuned (lr, wd) per stem (conf/tuning/), each per optimizer."""
+
+    patch: TunedLrWd | None = None
+    conv: TunedLrWd | None = None
+    none: TunedLrWd | None = None
+
+
+@dataclass
 class Interval:
     """Where the lr/wd stability study draws (lr, wd) log-uniformly, lr per 2048 images."""
 
@@ -273,6 +282,9 @@ class RunConfig:
     logger: LoggerConfig = MISSING
     ema: EmaConfig = field(default_factory=EmaConfig)
     lrwd: LrwdDraw = field(default_factory=LrwdDraw)
+    # Tuned (lr, wd) that take precedence over the model's own, per model size, then stem and optimizer
+    # (conf/tuning/: e.g. `mini`, written by `stemsweep tune` from the mini lr/wd sweeps).
+    tuning: dict[str, StemTuning] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128  # the global batch, over all processes
     seed: int = 0
@@ -347,8 +359,9 @@ def log_uniform_draw(low: float, high: float, seed: int, draw: int, axis: int) -
 
 
 def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:
-    """Fill optimizer.lr / optimizer.wd: from the lr/wd draw when one is asked for, else from the
-    model's tuned values where left null. The resolved values are what a run records and hashes."""
+    """Fill optimizer.lr / optimizer.wd: from the lr/wd draw when one is asked for, else, where left
+    null, from `tuning` (its entry for this model size, stem and optimizer) or failing that the model's
+    tuned values. The resolved values are what a run records and hashes."""
     opt = cfg.optimizer
     if cfg.lrwd.draw is not None:
         interval = cfg.model.lrwd_intervals.get(opt.name)
@@ -357,7 +370,9 @@ def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:
                  f"no lr/wd interval for optimizer {opt.name} in its config")
         opt.lr = log_uniform_draw(*interval.lr, cfg.lrwd.seed, cfg.lrwd.draw, axis=0)
         opt.wd = log_uniform_draw(*interval.wd, cfg.lrwd.seed, cfg.lrwd.draw, axis=1)
-    tuned = getattr(cfg.model.tuned.get(cfg.stem.name, TunedLrWd()), opt.name)
+    tuned = getattr(getattr(cfg.tuning.get(cfg.model.size), cfg.stem.name, None) or TunedLrWd(), opt.name)
+    if tuned is None:
+        tuned = getattr(cfg.model.tuned.get(cfg.stem.name, TunedLrWd()), opt.name)
     for name in ("lr", "wd"):
         if getattr(opt, name) is None:
             _require(tuned is not None,

@@ -62,10 +62,11 @@ def test_a_local_sweep_records_every_run_and_launched_again_trains_nothing(tmp_p
 
 
 def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parallel(tmp_path):
-    # mini_training_length: vit_xs {patch, conv} and regnety_xs at epochs 2,4,8; the command line
-    # replaces the epochs axis and the file's data settings, and keeps its aug, schedule and name.
+    # mini_training_length: vit_xs {patch, conv} and regnety_xs at epochs 1,2,4 and seeds 0,1,2; the
+    # command line replaces the epochs and seed axes and the file's data settings, and keeps its aug,
+    # schedule, tuning and name.
     result = sweep(tmp_path, "+sweeps=mini_training_length", "hydra/launcher=local_parallel",
-                   "hydra.launcher.n_jobs=2")
+                   "hydra.launcher.n_jobs=2", "seed=0")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert skipped_line(out) == "3 runs in the sweep: 0 skipped (done, failed or diverged: retry=true runs " \
