@@ -76,7 +76,7 @@ def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parall
         ("ViT_P-XS", "adamw"), ("ViT_C-XS", "adamw"), ("RegNetY-XS", "sgd")}
     for s in done.values():
         assert s["status"] == "done" and s["epochs"] == 2 and s["epochs_done"] == 2
-        assert s["sweep"] == "mini_training_length" and s["aug"] == "light" and s["train_subset"] == 256
+        assert s["sweep"] == "mini_training_length" and s["aug"] == "none" and s["train_subset"] == 256
 
     # Two at a time: some two runs were training at once, in two processes other than the sweep's.
     spans = {sig: ((tmp_path / sig / "config.yaml").stat().st_mtime, (tmp_path / sig / "summary.json").stat().st_mtime)
