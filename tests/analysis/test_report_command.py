@@ -36,6 +36,10 @@ def test_report_writes_every_figure_table_and_report_md(records_dir, tmp_path):
     assert "RuntimeError: out of memory" in report
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert len(runs) == 78
+    # What each sweep cost, from the records' wall times (20 s an epoch in these records).
+    sgd = runs[runs["sweep"] == "mini_lrwd_sgd"]
+    assert len(sgd) == 24 and sgd["wall_time_s"].sum() == 20 * 2 * 23  # the draw that diverged in epoch 1 adds 0
+    assert f"| mini_lrwd_sgd | 24 | {sgd['wall_time_s'].sum() / 3600:.2f} | 500 |" in report
 
 
 def test_report_on_no_runs_and_another_error(tmp_path):

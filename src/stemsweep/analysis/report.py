@@ -103,6 +103,7 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
         lines += _markdown_table(["data set", *statuses, "all"], rows)
         lines += ["Done runs are results; diverged runs are results too (a failed setting: drawn as crosses, "
                   "counted in the EDF's runs, never within any Δ). Running and failed runs are left out.", ""]
+    lines += _cost_section(table)
     failed = table[table["status"] == "failed"]
     if len(failed):
         lines += ["Failed runs (see error.log in the run directory):", ""]
@@ -113,6 +114,22 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
         lines += [f"Records that could not be read and were skipped ({len(skipped)}):", ""]
         lines += [f"- `{path}`" for path in skipped] + [""]
     return lines
+
+
+def _cost_section(table: pd.DataFrame) -> list[str]:
+    """What each sweep cost: its runs' summed wall time (one run's start-up, training and evaluation;
+    runs that ran side by side each count whole) and median training speed."""
+    if table.empty or "wall_time_s" not in table.columns or table["wall_time_s"].isna().all():
+        return []
+    sweeps = table.assign(sweep=table["sweep"].fillna("(none)"))
+    rows = []
+    for sweep, runs in sweeps.groupby("sweep", sort=True):
+        hours = runs["wall_time_s"].sum() / 3600
+        speed = runs["images_per_s"].median()
+        rows.append([sweep, str(len(runs)), f"{hours:.2f}", "–" if pd.isna(speed) else f"{speed:.0f}"])
+    return ["Cost: each sweep's runs' wall time summed, in hours (runs side by side each count whole), and "
+            "their median training speed (images/s). A run shared by two sweeps counts for the first.", "",
+            *_markdown_table(["sweep", "runs", "run hours", "images/s"], rows)]
 
 
 # --- one data set's experiments --------------------------------------------------------------------
