@@ -248,13 +248,17 @@ def test_peak_table_beside_the_paper():
 
 def test_which_runs_each_experiment_uses():
     runs = table(("ViT_C-4GF", "adamw", 50, 24.0, {"sweep": "optimizer"}),
-                 ("ViT_C-4GF", "adamw", 50, 26.0, {"sweep": "lrwd_adamw"}),
-                 ("ViT_C-4GF", "adamw", 50, 27.0, {"sweep": "mini_lrwd_sgd"}),
-                 ("ViT_C-4GF", "adamw", 50, 25.0, {"sweep": None}))
-    assert tuned_runs(runs)["error"].tolist() == [24.0, 25.0]
-    assert lrwd_study_runs(runs)["error"].tolist() == [26.0, 27.0]
+                 ("ViT_C-4GF", "adamw", 50, 26.0, {"sweep": "lrwd_adamw", "lr": 3e-3}),
+                 ("ViT_C-4GF", "adamw", 50, 27.0, {"sweep": "mini_lrwd_sgd", "lr": 4e-4}),
+                 ("ViT_C-4GF", "adamw", 50, 25.0, {"sweep": None}),
+                 # The tuned setting itself, trained first by the lr/wd sweep (the best draw, seed 1):
+                 # one run shared by both studies.
+                 ("ViT_C-4GF", "adamw", 50, 23.0, {"sweep": "lrwd_adamw", "seed": 1}))
+    assert tuned_runs(runs)["error"].tolist() == [24.0, 25.0, 23.0]
+    assert lrwd_study_runs(runs)["error"].tolist() == [26.0, 27.0, 23.0]
+    assert seed_groups(tuned_runs(runs))["n"].tolist() == [3]
     no_sweeps = runs.drop(columns="sweep")
-    assert len(tuned_runs(no_sweeps)) == len(lrwd_study_runs(no_sweeps)) == 4
+    assert len(tuned_runs(no_sweeps)) == len(lrwd_study_runs(no_sweeps)) == 5
 
 
 def test_empty_tables_give_empty_results():

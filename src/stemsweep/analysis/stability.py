@@ -55,8 +55,18 @@ def lrwd_study_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def tuned_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Every run but the lr/wd study's random draws: the training-length, optimizer and peak runs."""
-    return df[~_from_lrwd_sweep(df)] if "sweep" in df.columns else df
+    """Every run but the lr/wd study's random draws: the training-length, optimizer and peak runs.
+
+    A draw that is also a tuned run — the same setting as a run of another sweep, e.g. the seed-0 run
+    at the best draw's (lr, wd) — was trained once and recorded under the sweep that ran it first; it
+    counts here too, or that setting would lose a seed."""
+    if "sweep" not in df.columns:
+        return df
+    draws = _from_lrwd_sweep(df)
+    keys = _present(df, CONTEXT_COLUMNS + MODEL_COLUMNS + ("optimizer", "epochs") + RECIPE_COLUMNS)
+    settings = set(df.loc[~draws, keys].astype(str).itertuples(index=False, name=None))
+    shared = df[keys].astype(str).apply(tuple, axis=1).isin(settings)
+    return df[~draws | shared]
 
 
 def _present(df: pd.DataFrame, columns) -> list[str]:
