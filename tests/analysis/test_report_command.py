@@ -66,3 +66,24 @@ def test_report_on_records_of_real_trainings(real_runs_dir, tmp_path):
     assert (out / "figures" / "lrwd_edf_fashion_mnist.png").exists()
     gaps = pd.read_csv(out / "tables" / "optimizer_gap.csv")
     assert len(gaps) == 4 and gaps["gap"].notna().all()  # 2 models × 2 schedules, SGD − AdamW
+
+
+def test_report_says_when_runs_without_an_ema_stand_in_with_their_own_error(tmp_path):
+    import json
+
+    from analysis_records import write_record
+
+    runs = tmp_path / "runs"
+    common = {"model": "ViT_C-XS", "size": "vit_xs", "family": "vit", "stem": "conv", "optimizer": "adamw",
+              "lr": 1e-3, "wd": 0.05, "epochs": 2}
+    write_record(runs, **common, final_ema_error=20.0)
+    no_ema = write_record(runs, **common, seed=1, final_ema_error=22.0)
+    summary = json.loads((no_ema / "summary.json").read_text())
+    summary.update(best_ema_error=None, final_ema_error=None)  # what a run with ema.enabled=false records
+    (no_ema / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "1 of the 2 runs trained without an EMA: their own `best_error` stands in for `best_ema_error`." in report
+    assert main(["report", str(runs), "--out", str(out), "--error", "best_error"]) == 0
+    assert "without an EMA" not in (out / "report.md").read_text()

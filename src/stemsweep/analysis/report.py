@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stemsweep.analysis.load import load_runs
+from stemsweep.analysis.load import EMA_FALLBACK, load_runs
 from stemsweep.analysis.plots import (
     edf_figure,
     lrwd_scatter_figure,
@@ -70,6 +70,11 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error") -> Pa
 
     lines = ["# stemsweep report", "", f"Runs from {', '.join(map(str, runs))}. The error is `{error}`: "
              f"{ERROR_MEANINGS[error]}, in percent. Tables (full precision, all data sets): `tables/`.", ""]
+    if error in EMA_FALLBACK and len(table):
+        no_ema = int((table[error].isna() & table["error"].notna()).sum())
+        if no_ema:
+            lines[-1:-1] = [f"{no_ema} of the {len(table)} runs trained without an EMA: their own "
+                            f"`{EMA_FALLBACK[error]}` stands in for `{error}`."]
     lines += _runs_section(table)
     for dataset in sorted(set(table["dataset"])):
         lines += [f"## Data set: {dataset}", ""]
