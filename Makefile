@@ -33,7 +33,7 @@ test: setup
 demo: setup
 	$(PY) -m stemsweep.run
 
-# The mini study on this machine (about 1.5 hours on 2 cores): tune, every mini sweep, the report in
+# The mini study on this machine (about 2 hours on 2 cores): tune, every mini sweep, the report in
 # docs/mini-study/. Resumable: run it again after an interruption.
 mini-study: setup
 	bash scripts/mini-study.sh
