@@ -62,11 +62,9 @@ def tuned_runs(df: pd.DataFrame) -> pd.DataFrame:
     counts here too, or that setting would lose a seed."""
     if "sweep" not in df.columns:
         return df
-    draws = _from_lrwd_sweep(df)
-    keys = _present(df, CONTEXT_COLUMNS + MODEL_COLUMNS + ("optimizer", "epochs") + RECIPE_COLUMNS)
-    settings = set(df.loc[~draws, keys].astype(str).itertuples(index=False, name=None))
-    shared = df[keys].astype(str).apply(tuple, axis=1).isin(settings)
-    return df[~draws | shared]
+    draws = _from_lrwd_sweep(df).to_numpy()
+    setting = pd.MultiIndex.from_frame(df[_setting_keys(df)].astype(str))  # str: NaN equals NaN
+    return df[~draws | setting.isin(setting[~draws])]
 
 
 def _present(df: pd.DataFrame, columns) -> list[str]:
@@ -78,6 +76,11 @@ def _cell_keys(df: pd.DataFrame, *more: str) -> list[str]:
     return _present(df, CONTEXT_COLUMNS + MODEL_COLUMNS) + list(more)
 
 
+def _setting_keys(df: pd.DataFrame) -> list[str]:
+    """What makes a setting: runs equal in these differ only by seed."""
+    return _cell_keys(df, *_present(df, ("optimizer", "epochs") + RECIPE_COLUMNS))
+
+
 # --- seeds and settings ----------------------------------------------------------------------------
 
 def seed_groups(df: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +88,7 @@ def seed_groups(df: pd.DataFrame) -> pd.DataFrame:
     finished runs), error_std (sample standard deviation; NaN for one run), n (finished runs) and
     diverged (diverged runs)."""
     runs = results(df)
-    keys = _cell_keys(runs, *_present(runs, ("optimizer", "epochs") + RECIPE_COLUMNS))
+    keys = _setting_keys(runs)
     runs["is_diverged"] = runs["status"] == "diverged"
     groups = runs.groupby(keys, dropna=False, sort=True).agg(
         error=("error", "mean"), error_std=("error", "std"), n=("error", "count"),
