@@ -22,7 +22,8 @@ from stemsweep.record.files import write_text
 
 def tuned_lrwd(runs: pd.DataFrame, sweeps: Sequence[str]) -> pd.DataFrame:
     """One row per (size, stem, optimizer) of the runs of `sweeps`: the best draw's lr, wd and error,
-    and how many draws it was chosen from. Raises ValueError when a sweep has no finished run."""
+    and how many draws it was chosen from. Raises ValueError when a sweep has no runs, or a model
+    size, stem and optimizer has no finished draw."""
     known = set(runs["sweep"].dropna()) if "sweep" in runs.columns else set()
     missing = [s for s in sweeps if s not in known]
     if missing:
