@@ -148,3 +148,43 @@ def test_same_function_as_torchvision_with_its_weights():
     assert out_theirs.abs().mean() > 0.1
     torch.testing.assert_close(out_ours, out_theirs, rtol=0, atol=1e-5)
     torch.testing.assert_close(grad_ours, grad_theirs, rtol=1e-4, atol=1e-5)
+
+
+def full_token_forward(model, x):
+    """The textbook forward: every token through every block, then the class token's output."""
+    x = model.stem(x).flatten(2).transpose(1, 2)
+    x = torch.cat([model.class_token.expand(x.shape[0], -1, -1), x], dim=1) + model.pos_embedding
+    for block in model.blocks:
+        x = block(x)
+    return model.head(model.norm(x)[:, 0])
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_class_token_only_last_block_has_the_full_models_logits_and_gradients(stem):
+    # The forward runs only the class token through the last block's query, MLP and norms; every
+    # parameter must get the gradient it gets when all tokens go through.
+    torch.manual_seed(0)
+    model = ViT(stem=stem, image_size=16, patch_size=4, hidden_size=32, mlp_mult=3, num_heads=2,
+                num_blocks=2, num_classes=10, in_chans=1).train().double()
+    nn.init.normal_(model.head.weight, std=0.5)
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)  # float64: a wrong gradient is not rounding
+    grads = []
+    for forward in (model, lambda x: full_token_forward(model, x)):
+        model.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (out, fast), (out_ref, ref) = grads
+    assert out.abs().mean() > 0.1
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-12)
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-9, atol=1e-12, msg=name)
+    # q, k and v rows of the last block's fused projection all learn
+    qkv = fast["blocks.1.attention.qkv.weight"]
+    assert all(part.abs().sum() > 0 for part in qkv.chunk(3))
+
+
+def test_a_vit_needs_a_block():
+    with pytest.raises(ValueError, match="num_blocks=0"):
+        ViT(stem="patch", image_size=16, patch_size=4, hidden_size=32, mlp_mult=3, num_heads=2, num_blocks=0)
