@@ -1,5 +1,6 @@
 """The recipe's pieces against their formulas."""
 
+import copy
 import math
 
 import pytest
@@ -87,6 +88,32 @@ def test_optimizers_and_lr_scaling():
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["momentum"] == 0.9
     assert sgd.param_groups[0]["lr"] == pytest.approx(2.54) == scaled_lr(2.54, 2048)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_fused_optimizer_takes_the_default_implementations_step(name):
+    # build_optimizer picks PyTorch's fused kernel on CPU; its steps must be the standard update.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 3))
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    cfg = OptimizerConfig(name=name, lr=0.5, wd=0.05)
+    fused = build_optimizer(cfg, model, 256)
+    assert fused.defaults["fused"] is True
+    groups = param_groups(reference, cfg.wd)
+    lr = scaled_lr(cfg.lr, 256)
+    if name == "adamw":
+        plain = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), foreach=False)
+    else:
+        plain = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=False)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(5):
+        for net, opt in ((model, fused), (reference, plain)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    moved = [(a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters())]
+    assert max(moved) < 1e-5
+    assert max((a - b).abs().max().item() for a, b in zip(model.parameters(), initial.parameters())) > 1e-2
 
 
 def test_label_smoothing_is_the_standard_mixture():
