@@ -3,6 +3,8 @@
 import collections
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,14 @@ def test_an_unknown_or_unparsable_sweep_file_is_a_clear_error(capsys):
         assert broken.stem in err and "error" in err
     finally:
         broken.unlink()
+
+
+def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
+    # `stemsweep plan mini_peak | head -3`, at its most abrupt: the reader has gone before the plan
+    # prints its first line. No traceback, exit status 1.
+    plan = subprocess.Popen([sys.executable, "-m", "stemsweep.cli", "plan", "mini_peak"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    plan.stdout.close()
+    err = plan.stderr.read().decode()
+    assert plan.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
