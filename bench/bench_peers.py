@@ -10,9 +10,12 @@ each round every variant runs `steps` training steps (forward, cross-entropy bac
 order reversed every other round, and a `torch.mm` 2048² in fp32 and bf16 is timed too, so that
 machine noise falls on all of them alike. Reported: median images/s over rounds with the interquartile
 range, the per-round ratio ours / peer (median, IQR), and MFU = training flops per second (3 × forward
-flops, forward flops = 2 × MACs from `model_complexity`) over the matmul rate of the same rounds.
+flops, forward flops = 2 × MACs from `model_complexity`) over the matmul rate of the same rounds, and
+the same with the flops ours executes (its last block skips the N − 1 other tokens' outputs). Extra
+variants: fused AdamW (ours, timm), bf16 autocast where the CPU has native bf16, `--compile`.
 
-    .venv/bin/python bench/bench_peers.py [--sizes vit_xs,vit_s,vit_1gf] [--rounds 5] [--profile]
+    .venv/bin/python bench/bench_peers.py [--sizes vit_xs,vit_s,vit_1gf] [--rounds 5] [--threads 2]
+        [--batch 64] [--compile] [--profile]
     .venv/bin/python bench/bench_peers.py --device cuda      # bf16 MFU on a GPU
 """
 
@@ -86,6 +89,20 @@ def build_torchvision(spec, stem, image_size, in_chans, classes):
     return model
 
 
+def cpu_has_bf16():
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def skipped_forward_macs(size, image_size):
+    """Multiply-adds per image of the paper's count that our ViT does not run: its last block computes
+    the class token's output only, so the query, output projection, MLP and attention of the other
+    N − 1 tokens are skipped (keys and values are still computed for all N). Peers run all of it."""
+    spec = SIZES[size]
+    n = (image_size // spec.patch_size) ** 2 + 1
+    d, m = spec.hidden_size, spec.mlp_mult * spec.hidden_size
+    return (n - 1) * (2 * d * d + 2 * d * m + 2 * n * d)
+
+
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -106,15 +123,17 @@ def sync(device):
 
 
 class Variant:
-    def __init__(self, name, impl, stem, model, *, bf16=False, threads=None):
+    def __init__(self, name, impl, stem, model, *, bf16=False, threads=None, fused=False, compiled=False):
         self.name, self.impl, self.stem, self.bf16, self.threads = name, impl, stem, bf16, threads
+        self.fused, self.compiled = fused, compiled
         self.model = model
-        self.opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        self.forward = torch.compile(model) if compiled else model
+        self.opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=fused or None)
 
     def step(self, x, y, device):
         ctx = torch.autocast(device, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
-            loss = F.cross_entropy(self.model(x), y)
+            loss = F.cross_entropy(self.forward(x), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -134,18 +153,26 @@ def make_variants(size, args, image_size, in_chans, classes):
         n = count_params(ours)
         for v in variants[-2:]:
             assert count_params(v.model) == n, (v.name, count_params(v.model), n)
+    # (impl, stem, options) of the extra variants, each a copy of that model with its own optimizer
     if args.device == "cpu":
-        extra = [("ours", "patch", True, None), ("ours", "conv", True, None), ("timm", "patch", True, None)]
+        extra = [("ours", "patch", {"fused": True}), ("timm", "patch", {"fused": True})]
+        if cpu_has_bf16():  # without native bf16 (AVX2 only) autocast runs bf16 matmuls ~200× slower
+            extra += [("ours", "patch", {"bf16": True}), ("ours", "conv", {"bf16": True}),
+                      ("timm", "patch", {"bf16": True})]
         if args.threads > 1 and size != "vit_1gf":
-            extra.append(("ours", "patch", False, 1))
+            extra.append(("ours", "patch", {"threads": 1}))
     else:
-        extra = [(impl, stem, True, None) for impl in ("ours", "timm", "torchvision") for stem in ("patch", "conv")]
+        extra = [(impl, stem, {"bf16": True}) for impl in ("ours", "timm", "torchvision")
+                 for stem in ("patch", "conv")]
+    if args.compile:
+        extra += [("ours", "patch", {"compiled": True}), ("timm", "patch", {"compiled": True})]
     base = {v.name: v for v in variants}
-    for impl, stem, bf16, threads in extra:
-        src = base[f"{impl} {stem}"].model
-        clone = copy.deepcopy(src)  # a separate model (same weights), with its own optimizer state
-        label = f"{impl} {stem}" + (" bf16" if bf16 else "") + (f" {threads} thread" if threads else "")
-        variants.append(Variant(label, impl, stem, clone, bf16=bf16, threads=threads))
+    for impl, stem, options in extra:
+        clone = copy.deepcopy(base[f"{impl} {stem}"].model)
+        label = f"{impl} {stem}" + "".join(
+            {"bf16": " bf16", "fused": " fused AdamW", "compiled": " compiled"}.get(k, f" {v} thread")
+            for k, v in options.items())
+        variants.append(Variant(label, impl, stem, clone, **options))
     for v in variants:
         v.model.to(args.device).train()
     return variants
@@ -165,8 +192,10 @@ def bench_size(size, args):
             v.step(x, y, args.device)
     torch.set_num_threads(args.threads)
     rates = {v.name: [] for v in variants}
-    mm = {"fp32": [], "bf16": []}
     mm_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if args.device == "cpu" and not cpu_has_bf16():
+        del mm_dtypes["bf16"]  # emulated: a 2048² product takes minutes, and no variant runs in bf16
+    mm = {name: [] for name in mm_dtypes}
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
     for r in range(args.rounds):
@@ -199,27 +228,30 @@ def med_iqr(values, fmt="{:.0f}"):
 def report(size, variants, rates, mm, batch, steps, args):
     image_size, in_chans, classes, *_ = SETTINGS[size]
     fp32 = statistics.median(mm["fp32"])
-    bf16 = statistics.median(mm["bf16"])
+    bf16 = statistics.median(mm["bf16"]) if mm.get("bf16") else None
     print(f"\n### {size}: {image_size}²×{in_chans}, batch {batch}, {args.rounds} rounds × {steps} steps, "
           f"{args.threads} threads, device {args.device}")
-    print(f"torch.mm rate, GFLOP/s: fp32 {med_iqr([m / 1e9 for m in mm['fp32']])}, "
-          f"bf16 {med_iqr([m / 1e9 for m in mm['bf16']])}")
+    print(f"torch.mm rate, GFLOP/s: fp32 {med_iqr([m / 1e9 for m in mm['fp32']])}, bf16 "
+          + (med_iqr([m / 1e9 for m in mm["bf16"]]) if bf16 else "— (no native bf16 on this CPU)"))
     print("| variant | img/s median (IQR) | ours / this (per round) | train GFLOP/s | MFU vs fp32 mm "
-          "| MFU vs bf16 mm |")
-    print("|---|---|---|---|---|---|")
+          "| MFU vs bf16 mm | executed GFLOP/s, vs fp32 mm |")
+    print("|---|---|---|---|---|---|---|")
     for v in variants:
         fwd = model_complexity(size, v.stem, classes, in_chans, image_size)["flops_b"] * 1e9 * 2
+        executed = fwd - 2 * skipped_forward_macs(size, image_size) if v.impl == "ours" else fwd
         rate = statistics.median(rates[v.name])
         # peers: against ours at the same stem and precision; ours' variants: against ours fp32
-        ours_name = f"ours {v.stem}" + (" bf16" if v.bf16 and v.impl != "ours" else "")
+        ours_name = f"ours {v.stem}" + (v.name.split(v.stem, 1)[1] if v.impl != "ours" else "")
         if ours_name != v.name:
             ratio = med_iqr([a / b for a, b in zip(rates[ours_name], rates[v.name])], "{:.2f}")
         else:
             ratio = "—"
         achieved = rate * 3 * fwd
         fmt = "{:.0f}" if rate >= 100 else "{:.1f}"
+        done = rate * 3 * executed
         print(f"| {v.name} | {med_iqr(rates[v.name], fmt)} | {ratio} | {achieved / 1e9:.0f} | "
-              f"{100 * achieved / fp32:.0f}% | {100 * achieved / bf16:.0f}% |")
+              f"{100 * achieved / fp32:.0f}% | {f'{100 * achieved / bf16:.0f}%' if bf16 else '—'} | "
+              f"{done / 1e9:.0f}, {100 * done / fp32:.0f}% |")
     for stem in ("patch", "conv"):
         peers = {impl: statistics.median(rates[f"{impl} {stem}"]) for impl in ("timm", "torchvision")}
         best = max(peers, key=peers.get)
@@ -251,6 +283,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="override the per-size batch")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--profile", action="store_true", help="also profile one vit_xs step")
+    parser.add_argument("--compile", action="store_true",
+                        help="add torch.compile'd ours and timm (ViT_P; ~1 min of compiling each)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU here")
