@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from stemsweep.record.rundir import RunDir
 from stemsweep.sweep.status import status_rows
 
 TINY = ["data.train_subset=256", "data.test_subset=256", "batch_size=64", "threads=1",
@@ -86,6 +89,37 @@ def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parall
     assert overlapping, spans
     pids = {(tmp_path / sig / "lock").read_text().split()[1] for sig in done}
     assert len(pids) >= 2 and str(os.getpid()) not in pids
+
+
+def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_path):
+    # The runs train in joblib's worker processes. `kill SWEEP_PID` used to leave them training on,
+    # orphaned; now it stops them as Ctrl-C does, and leaves the runs resumable.
+    cmd = [sys.executable, "-m", "stemsweep.run", "-m", f"runs_root={tmp_path}", *TINY, "epochs=200",
+           "seed=0,1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    sweep_process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        runs = []
+        deadline = time.monotonic() + 120
+        while len([r for r in runs if r.is_locked()]) < 2:  # both runs training, in their workers
+            assert time.monotonic() < deadline and sweep_process.poll() is None, "the runs did not start"
+            time.sleep(0.5)
+            runs = [RunDir(tmp_path, p.name) for p in tmp_path.iterdir() if (p / "config.yaml").exists()]
+        sweep_process.send_signal(signal.SIGTERM)  # to the sweep process only, not its group
+        out, _ = sweep_process.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(r.is_locked() for r in runs):  # the workers are gone: nothing holds a run's lock
+            assert time.monotonic() < deadline, [r.lock_holder() for r in runs]
+            time.sleep(0.5)
+    finally:
+        if sweep_process.poll() is None:
+            sweep_process.kill()
+        for run in runs:  # if the test failed: no orphan left training for the rest of the suite
+            if run.is_locked():
+                os.kill(int(run.lock_holder().split()[1]), signal.SIGKILL)
+    assert sweep_process.returncode != 0 and "SIGTERM: stopping the sweep" in out, out
+    for row in status_rows(tmp_path):
+        assert row["state"] == "interrupted", row
 
 
 def test_a_failed_run_is_recorded_skipped_when_launched_again_and_rerun_with_retry(tmp_path):

@@ -7,11 +7,14 @@ one extends BasicSweeper with both and keeps its expansion rules (comma lists, r
 """
 
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -31,6 +34,31 @@ class StemsweepSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="stemsweep", node=StemsweepSweeperConf,
                              provider="stemsweep")
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_sweep() -> Iterator[None]:
+    """SIGTERM to the sweep process (`kill PID`, `timeout`, a supervisor) stops its runs as Ctrl-C does.
+
+    With the joblib launcher the runs train in loky worker processes of their own. Ctrl-C reaches them
+    through the process group, and joblib terminates its workers when KeyboardInterrupt unwinds it; a
+    SIGTERM to the sweep process alone killed only that process, and its workers went on training
+    orphaned, run after queued run. Raising KeyboardInterrupt here takes Ctrl-C's path. The runs stop
+    where they are; launched again, the sweep resumes them from their checkpoints.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: stopping the sweep and its runs (launched again, it resumes them)")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StemsweepSweeper(BasicSweeper):
@@ -65,12 +93,13 @@ class StemsweepSweeper(BasicSweeper):
         self.overrides = list(self.split_overrides_to_chunks(to_launch, self.max_batch_size)) if to_launch else []
         returns = []
         initial_job_idx = 0
-        while not self.is_done():
-            batch = self.get_job_batch()  # already composed and validated by plan_runs
-            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
-            for r in results:
-                if r.status != JobStatus.UNKNOWN:  # UNKNOWN: detached, still queued
-                    _ = r.return_value  # raises if the job failed
-            initial_job_idx += len(batch)
-            returns.append(results)
+        with sigterm_stops_the_sweep():
+            while not self.is_done():
+                batch = self.get_job_batch()  # already composed and validated by plan_runs
+                results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+                for r in results:
+                    if r.status != JobStatus.UNKNOWN:  # UNKNOWN: detached, still queued
+                        _ = r.return_value  # raises if the job failed
+                initial_job_idx += len(batch)
+                returns.append(results)
         return returns
