@@ -72,6 +72,7 @@ class DetachedSweep:
     sweep_dir: Path
     launch: subprocess.CompletedProcess
     queued_after_launch: str  # squeue right after the launch returned
+    launched_again: subprocess.CompletedProcess  # the same sweep, launched again at once
     states: list[dict[str, str]] = field(default_factory=list)  # every status table seen while polling
 
 
@@ -88,7 +89,9 @@ def detached_sweep(slurm_cluster, tmp_path_factory) -> DetachedSweep:
     assert jobs, launch.stdout + launch.stderr
     queued = subprocess.run(["squeue", "-h", "-r", "-j", jobs.group(1), "-o", "%i %T"], capture_output=True,
                             text=True).stdout
-    seen = DetachedSweep(runs, sweep_dir, launch, queued)
+    again = sweep(runs, sweep_dir, "stem=patch,conv", "hydra.launcher.array_parallelism=1",
+                  "hydra.launcher.wait=false")  # while both tasks are still in the queue
+    seen = DetachedSweep(runs, sweep_dir, launch, queued, again)
     deadline = time.monotonic() + 240
     while True:
         seen.states.append(status_table(runs))
@@ -107,6 +110,20 @@ def test_detached_launch_returns_while_jobs_queue_and_status_follows_them(detach
     assert len(first) == 2 and set(first.values()) <= {"pending", "running"}, first
     seen = [state for table in detached_sweep.states for state in table.values()]
     assert {"pending", "running", "done"} <= set(seen), seen
+
+
+def test_relaunching_while_the_jobs_are_queued_submits_nothing_again(detached_sweep):
+    out = detached_sweep.launched_again.stdout + detached_sweep.launched_again.stderr
+    assert detached_sweep.launched_again.returncode == 0, out
+    assert re.search(r"2 runs in the sweep: 0 skipped .*, 2 training or queued already, 0 to launch", out), out
+    assert "submitted" not in out, out
+    first = detached_sweep.launch.stdout + detached_sweep.launch.stderr
+    jobs = re.search(r"submitted 2 jobs .*: (\d+_0) (\d+_1)", first)
+    reasons = re.findall(r"is not launched again: (SLURM job \S+|training)", out)
+    # queued (or, the first task, already started: its lock is held)
+    assert len(reasons) == 2 and set(reasons) <= {"training", *(f"SLURM job {j}" for j in jobs.groups())}, out
+    # each run was trained by a job of the first launch
+    assert sorted(summary(run)["slurm_job_id"] for run in run_dirs(detached_sweep.runs)) == list(jobs.groups())
 
 
 def test_array_parallelism_caps_the_array_at_one_running_task(detached_sweep):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from stemsweep.record.rundir import RunDir
+from stemsweep.sweep.plan import signature_of_overrides
 from stemsweep.sweep.status import status_rows
 
 TINY = ["data.train_subset=256", "data.test_subset=256", "batch_size=64", "threads=1",
@@ -120,6 +121,22 @@ def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_pa
     assert sweep_process.returncode != 0 and "SIGTERM: stopping the sweep" in out, out
     for row in status_rows(tmp_path):
         assert row["state"] == "interrupted", row
+
+
+def test_a_run_another_process_is_training_is_not_launched_again(tmp_path):
+    # A second launch of a sweep (another terminal, or a sweep launched again too early) must not start
+    # a run whose lock a live process holds, even with retry=true.
+    patch, conv = (signature_of_overrides(f"runs_root={tmp_path} {' '.join(TINY)} stem={stem}")
+                   for stem in ("patch", "conv"))
+    with RunDir(tmp_path, patch).lock() as acquired:  # this test process "is training" ViT_P
+        assert acquired
+        result = sweep(tmp_path, "stem=patch,conv", "retry=true")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "2 runs in the sweep: 0 skipped (done), 1 training or queued already, 1 to launch" in out, out
+    assert f"run {patch} is not launched again: training" in out, out
+    assert json.loads((tmp_path / conv / "summary.json").read_text())["status"] == "done"
+    assert not (tmp_path / patch / "summary.json").exists()  # ViT_P was left to its "trainer"
 
 
 def test_a_failed_run_is_recorded_skipped_when_launched_again_and_rerun_with_retry(tmp_path):

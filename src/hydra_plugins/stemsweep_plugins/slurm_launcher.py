@@ -58,10 +58,17 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
+        from stemsweep.record.rundir import RunDir
+        from stemsweep.sweep.plan import plan_run
+
         groups: Dict[tuple, List[int]] = defaultdict(list)
         compose = self._job_composer()
+        run_dirs = []
         for i, overrides in enumerate(job_overrides):
-            groups[self._job_resources(compose, overrides)].append(i)
+            composed = compose(list(overrides))
+            groups[self._job_resources(composed)].append(i)
+            planned = plan_run(overrides, composed)
+            run_dirs.append(RunDir(planned.runs_root, planned.signature))
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +84,9 @@ class StemsweepSlurmLauncher(SlurmLauncher):
             submitted = executor.map_array(self, *zip(*args))
             for i, job in zip(indices, submitted):
                 jobs[i] = job
+                # A launch while this job is queued must not submit the run again (plan.live_runs).
+                run_dirs[i].path.mkdir(parents=True, exist_ok=True)
+                run_dirs[i].slurm_job.write_text(f"{job.job_id}\n")
             log.info("submitted %d jobs with %s: %s", len(submitted), dict(resources) or "the launcher's resources",
                      " ".join(job.job_id for job in submitted))
         if self.wait:
@@ -94,10 +104,10 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
                            fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
 
-    def _job_resources(self, compose: Any, overrides: Sequence[str]) -> tuple:
+    def _job_resources(self, composed: Any) -> tuple:
         if self.resources != "model":
             return ()
-        return tuple(sorted(slurm_parameters(compose(list(overrides)).model.resources).items()))
+        return tuple(sorted(slurm_parameters(composed.model.resources).items()))
 
     def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
         """An executor with the launcher's parameters, the run's resources on top (as the base launcher

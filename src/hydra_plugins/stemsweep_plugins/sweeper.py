@@ -69,7 +69,7 @@ class StemsweepSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from stemsweep.record.rundir import RunDir
-        from stemsweep.sweep.plan import JobComposer, expand_grids, plan_runs
+        from stemsweep.sweep.plan import JobComposer, expand_grids, live_runs, plan_runs
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         tic = time.perf_counter()
@@ -79,13 +79,19 @@ class StemsweepSweeper(BasicSweeper):
         planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
         retry = bool(self.config.get("retry", False))
         launching = [run for run in planned if run.should_launch(retry)]
+        skipped = len(planned) - len(launching)
+        live = live_runs(launching)  # never train a run twice at once, even with retry=true
+        for run in launching:
+            if run.signature in live:
+                log.info("run %s is not launched again: %s", run.signature, live[run.signature])
+        launching = [run for run in launching if run.signature not in live]
         for run in launching:  # `stemsweep status RUNS_ROOT` lists a queued run as pending
             RunDir(run.runs_root, run.signature).path.mkdir(parents=True, exist_ok=True)
         to_launch = [run.overrides for run in launching]
-        skipped = len(planned) - len(to_launch)
-        log.info("%d runs in the sweep: %d skipped (%s), %d to launch; planned in %.2f s", len(planned), skipped,
+        log.info("%d runs in the sweep: %d skipped (%s), %s%d to launch; planned in %.2f s", len(planned), skipped,
                  "done" if retry else "done, failed or diverged: retry=true runs those again",
-                 len(to_launch), time.perf_counter() - tic)
+                 f"{len(live)} training or queued already, " if live else "", len(to_launch),
+                 time.perf_counter() - tic)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
         self.lock_file = self.path / "lock"
         self.error_log = self.path / "error.log"
+        self.slurm_job = self.path / "slurm_job"  # the SLURM job submitted to train it (written at submit)
 
     # --- reading -------------------------------------------------------------------------------
     def read_summary(self) -> dict[str, Any] | None:
@@ -131,3 +132,10 @@ class RunDir:
             return self.lock_file.read_text().strip()
         except FileNotFoundError:
             return ""
+
+    def submitted_job(self) -> str | None:
+        """The SLURM job id (e.g. 1234_5) the last launch submitted for this run, if any."""
+        try:
+            return self.slurm_job.read_text().strip() or None
+        except FileNotFoundError:
+            return None

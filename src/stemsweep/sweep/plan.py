@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import getpass
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,17 +100,52 @@ class JobComposer:
 
 def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedRun]:
     """Compose each job's config, validate it and find its record."""
+    return [plan_run(overrides, compose(list(overrides))) for overrides in jobs]
+
+
+def plan_run(overrides: Sequence[str], composed: DictConfig) -> PlannedRun:
+    """One job, from its composed config."""
     from stemsweep.config import paths_unchecked
     from stemsweep.run import signature_of, validated_config
 
-    planned = []
-    for overrides in jobs:
-        with paths_unchecked():
-            cfg = validated_config(compose(list(overrides)))
-        signature = signature_of(cfg)
-        summary = RunDir(cfg.runs_root, signature).summary_or_none()
-        planned.append(PlannedRun(list(overrides), signature, summary and summary["status"], cfg.runs_root))
-    return planned
+    with paths_unchecked():
+        cfg = validated_config(composed)
+    signature = signature_of(cfg)
+    summary = RunDir(cfg.runs_root, signature).summary_or_none()
+    return PlannedRun(list(overrides), signature, summary and summary["status"], cfg.runs_root)
+
+
+def live_runs(runs: Sequence[PlannedRun]) -> dict[str, str]:
+    """{signature: why} of the runs something will train without a new launch: a process holds the
+    run's lock (it is training now), or the SLURM job an earlier launch submitted for it is still in
+    the queue (pending, running or requeued). Launched again, such a run would be trained twice or
+    would take a queue slot only to find its lock held."""
+    live: dict[str, str] = {}
+    submitted: dict[str, str] = {}
+    for run in runs:
+        run_dir = RunDir(run.runs_root, run.signature)
+        if run_dir.is_locked():
+            live[run.signature] = f"training ({run_dir.lock_holder()})"
+        elif job := run_dir.submitted_job():
+            submitted[run.signature] = job
+    if submitted:
+        queued = slurm_queue()
+        live.update({sig: f"SLURM job {job}" for sig, job in submitted.items() if job in queued})
+    return live
+
+
+def slurm_queue() -> set[str]:
+    """This user's jobs in the SLURM queue, one id per array task (1234_5); empty where there is no
+    SLURM or it does not answer (then nothing counts as queued: a duplicate job is harmless, a run
+    never launched is not)."""
+    if shutil.which("squeue") is None:
+        return set()
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", f"--user={getpass.getuser()}"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
 def config_loader() -> Any:

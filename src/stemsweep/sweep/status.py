@@ -28,7 +28,8 @@ def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
     except CorruptRecord as exc:
         return {"signature": run.signature, "state": "corrupt", "log": str(exc)}
     if summary is None:
-        return {"signature": run.signature, "state": "pending", "model": overrides or None}
+        return {"signature": run.signature, "state": "pending", "model": overrides or None,
+                "job": run.submitted_job() or "-"}
     state = run_state(run, summary)
     latest = _ema_else_model(summary, "final")
     best = _ema_else_model(summary, "best")
