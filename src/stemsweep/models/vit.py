@@ -147,15 +147,13 @@ class MultiheadSelfAttention(nn.Module):
         if queries is None:
             # (b, n, 3d) → 3 × (b, heads, n, d / heads); q, k, v are each d wide, split head by head
             q, k, v = self.qkv(x).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            m = n
         else:
             # The same fused weight, its q rows applied to the query tokens only.
             w, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, :queries], w[:d], bias[:d]).view(b, queries, h, d // h).transpose(1, 2)
             k, v = F.linear(x, w[d:], bias[d:]).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)
-            m = queries
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, m, d))
+        x = F.scaled_dot_product_attention(q, k, v)  # (b, heads, queries, d / heads)
+        return self.proj(x.transpose(1, 2).reshape(b, -1, d))
 
     @staticmethod
     def complexity(cx: Complexity, hidden_size: int, num_heads: int, num_tokens: int) -> None:
