@@ -81,9 +81,8 @@ class StemsweepSweeper(BasicSweeper):
         launching = [run for run in planned if run.should_launch(retry)]
         skipped = len(planned) - len(launching)
         live = live_runs(launching)  # never train a run twice at once, even with retry=true
-        for run in launching:
-            if run.signature in live:
-                log.info("run %s is not launched again: %s", run.signature, live[run.signature])
+        for signature, why in live.items():
+            log.info("run %s is not launched again: %s", signature, why)
         launching = [run for run in launching if run.signature not in live]
         for run in launching:  # `stemsweep status RUNS_ROOT` lists a queued run as pending
             RunDir(run.runs_root, run.signature).path.mkdir(parents=True, exist_ok=True)
