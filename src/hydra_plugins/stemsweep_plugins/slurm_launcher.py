@@ -58,8 +58,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
-        from stemsweep.record.rundir import RunDir
-        from stemsweep.sweep.plan import plan_run
+        from stemsweep.sweep.plan import run_dir_of
 
         groups: Dict[tuple, List[int]] = defaultdict(list)
         compose = self._job_composer()
@@ -67,8 +66,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         for i, overrides in enumerate(job_overrides):
             composed = compose(list(overrides))
             groups[self._job_resources(composed)].append(i)
-            planned = plan_run(overrides, composed)
-            run_dirs.append(RunDir(planned.runs_root, planned.signature))
+            run_dirs.append(run_dir_of(composed))
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ class CorruptRecord(ValueError):
 
 class RunDir:
     def __init__(self, runs_root: str | Path, signature: str):
-        self.signature = signature
+        self.runs_root, self.signature = runs_root, signature
         self.path = Path(runs_root) / signature
         self.config = self.path / "config.yaml"
         self.metrics = self.path / "metrics.jsonl"

@@ -105,14 +105,20 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
 
 def plan_run(overrides: Sequence[str], composed: DictConfig) -> PlannedRun:
     """One job, from its composed config."""
+    run_dir = run_dir_of(composed)
+    summary = run_dir.summary_or_none()
+    return PlannedRun(list(overrides), run_dir.signature, summary and summary["status"], run_dir.runs_root)
+
+
+def run_dir_of(composed: DictConfig) -> RunDir:
+    """The directory of the run a composed job config describes, once the config is validated (its
+    data paths are not checked: planning reads no data)."""
     from stemsweep.config import paths_unchecked
     from stemsweep.run import signature_of, validated_config
 
     with paths_unchecked():
         cfg = validated_config(composed)
-    signature = signature_of(cfg)
-    summary = RunDir(cfg.runs_root, signature).summary_or_none()
-    return PlannedRun(list(overrides), signature, summary and summary["status"], cfg.runs_root)
+    return RunDir(cfg.runs_root, signature_of(cfg))
 
 
 def live_runs(runs: Sequence[PlannedRun]) -> dict[str, str]:
@@ -166,11 +172,7 @@ def _composer() -> JobComposer:
 def signature_of_overrides(overrides: str) -> str:
     """The signature of the run that these overrides (space-separated, Hydra's syntax) describe: how a
     fine-tuning config names the pre-training run it starts from (the `${run_signature:'…'}` resolver)."""
-    from stemsweep.config import paths_unchecked
-    from stemsweep.run import signature_of, validated_config
-
-    with paths_unchecked():
-        return signature_of(validated_config(_composer()(overrides.split())))
+    return run_dir_of(_composer()(overrides.split())).signature
 
 
 def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
