@@ -42,6 +42,7 @@ def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_p
     run = only_run(tmp_path)
     s = summary(run)
     assert s["status"] == "done" and s["epochs_done"] == 2 and s["signature"] == run.name
+    assert len(s["setting"]) == 10 and s["setting"] != s["signature"]  # the identity less the seed
     assert s["model"] == "ViT_C-XS" and s["stem"] == "conv" and s["optimizer"] == "adamw"
     assert s["lr"] == 1.6e-2 and s["wd"] == 0.05  # the CPU size's tuned values, lr per 2048
     for key in ("final_error", "best_error", "final_ema_error", "best_ema_error", "wall_time_s", "images_per_s",

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import stemsweep
 from stemsweep.config import ConfigError, RunConfig, register_configs, resolve_hyperparameters, to_run_config
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import run_identity, run_signature
+from stemsweep.record.signature import run_identity, run_signature, setting_signature
 
 log = logging.getLogger("stemsweep")
 
@@ -80,8 +80,8 @@ def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     return {
-        "signature": signature, "status": "running",
-        "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
+        "signature": signature, "setting": setting_signature(run_identity(cfg, init_signature(cfg))),
+        "status": "running", "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
         "family": SIZES[cfg.model.size].family, "stem": stem,
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed,
@@ -155,8 +155,9 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
     from stemsweep.train.loop import train
 
     flat = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    config = {**flat, "signature": run_dir.signature, "setting": summary["setting"]}
     tracker = open_tracker(cfg.logger, run_dir.path, run_dir.signature, summary["model"], cfg.sweep,
-                           {**flat, "signature": run_dir.signature}) if env.is_main else NoTracker()
+                           config) if env.is_main else NoTracker()
     try:
         summary = train(cfg, run_dir, summary, tracker, env)
     except Exception as exc:

@@ -51,6 +51,18 @@ def test_seed_groups_give_mean_spread_and_counts():
     assert one["n"] == 1 and np.isnan(one["error_std"])
 
 
+def test_runs_of_different_settings_are_not_seed_repeats_even_when_their_columns_agree():
+    # Two recipes the summary has no column for (e.g. warm-up): their `setting` hashes differ.
+    groups = seed_groups(table(("ViT_C-4GF", "adamw", 50, 24.0, {"setting": "a"}),
+                               ("ViT_C-4GF", "adamw", 50, 26.0, {"seed": 1, "setting": "a"}),
+                               ("ViT_C-4GF", "adamw", 50, 30.0, {"setting": "b"})))
+    assert sorted(zip(groups["setting"], groups["n"], groups["error"])) == [("a", 2, 25.0), ("b", 1, 30.0)]
+    # Records from before `setting` existed (NaN) group by their columns as before.
+    old = seed_groups(table(("ViT_C-4GF", "adamw", 50, 24.0, {"setting": np.nan}),
+                            ("ViT_C-4GF", "adamw", 50, 26.0, {"seed": 1, "setting": np.nan})))
+    assert len(old) == 1 and old["n"].iloc[0] == 2
+
+
 def test_training_length_gap_by_hand():
     runs = table(
         ("ViT_P-4GF", "adamw", 50, 30.0), ("ViT_P-4GF", "adamw", 100, 27.0),

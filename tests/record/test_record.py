@@ -20,7 +20,7 @@ from stemsweep.config import (
 )
 from stemsweep.record.files import write_json
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import run_identity, run_signature
+from stemsweep.record.signature import run_identity, run_signature, setting_signature
 
 
 def make_config(**changes) -> RunConfig:
@@ -63,6 +63,17 @@ def test_paths_workers_logging_and_launching_are_not_identity(key, value):
 ])
 def test_everything_that_changes_training_is_identity(key, value):
     assert signature(**{key: value}) != signature()
+
+
+def setting(**changes) -> str:
+    return setting_signature(run_identity(make_config(**changes)))
+
+
+def test_setting_is_the_identity_without_the_seed():
+    assert setting(seed=1) == setting() and signature(seed=1) != signature()
+    for key, value in [("schedule.warmup_epochs", 2), ("ema.enabled", False), ("optimizer.lr", 2e-3),
+                       ("aug.label_smoothing", 0.1)]:
+        assert setting(**{key: value}) != setting(), key
 
 
 def test_fine_tuning_source_is_identity():

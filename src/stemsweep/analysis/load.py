@@ -39,14 +39,14 @@ RUN_COLUMNS = (
     "dataset", "train_subset", "aug", "init_from", "pretrained", "sweep",
     "status", "error", "best_ema_error", "final_ema_error", "best_error", "final_error",
     "epochs_done", "diverged_epoch", "error_message", "wall_time_s", "images_per_s",
-    "flops_b", "params_m", "acts_m", "signature", "run_dir",
+    "flops_b", "params_m", "acts_m", "signature", "setting", "run_dir",
 )
 HISTORY_COLUMNS = ("signature", "model", "epoch", "train_loss", "train_error", "test_error", "ema_test_error",
                    "lr", "images_per_s", "elapsed_s", "run_dir")
 
 # The summary.json fields that come from the run's config.
 CONFIG_COLUMNS = ("model", "size", "family", "stem", "optimizer", "lr", "wd", "epochs", "batch_size", "seed",
-                  "dataset", "train_subset", "aug", "init_from", "sweep", "signature")
+                  "dataset", "train_subset", "aug", "init_from", "sweep", "signature", "setting")
 # A W&B run's config is the flattened run config (training passes it to wandb.init); these are the
 # keys that give the summary.json config fields. They win over run.summary, whose `lr` and
 # `images_per_s` are the last logged epoch's until training copies summary.json there at the end.
@@ -54,7 +54,7 @@ WANDB_CONFIG_KEYS = {
     "size": "model.size", "stem": "stem.name", "optimizer": "optimizer.name", "lr": "optimizer.lr",
     "wd": "optimizer.wd", "epochs": "epochs", "batch_size": "batch_size", "seed": "seed",
     "dataset": "data.name", "train_subset": "data.train_subset", "aug": "aug.name", "sweep": "sweep",
-    "init_from": "init_from", "signature": "signature",
+    "init_from": "init_from", "signature": "signature", "setting": "setting",
 }
 # W&B run states → record statuses, for runs whose summary has no status yet (training writes it at
 # the end). A run that stopped without finishing is a failed one.
@@ -76,8 +76,9 @@ def load_runs(source: str | os.PathLike | Iterable[str | os.PathLike], error: st
     (running | done | failed | diverged), the errors in percent (final/best of the model and of the
     EMA; NaN when not reached, always NaN for a diverged run), `error` = the one the analyses use
     (`error`, default the paper's best_ema_error), epochs_done, diverged_epoch, error_message,
-    wall_time_s, images_per_s, flops_b, params_m, acts_m, signature and run_dir (the run's directory,
-    or ``wandb:entity/project/<run id>``).
+    wall_time_s, images_per_s, flops_b, params_m, acts_m, signature, setting (the signature without
+    the seed: runs with equal settings differ only by seed; NaN for records written before it
+    existed) and run_dir (the run's directory, or ``wandb:entity/project/<run id>``).
 
     `api` replaces ``wandb.Api()`` for W&B sources (tests pass a fake one).
     """

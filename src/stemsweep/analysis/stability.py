@@ -29,7 +29,10 @@ from scipy.stats import ks_2samp
 CONTEXT_COLUMNS = ("dataset", "pretrained")
 MODEL_COLUMNS = ("model", "stem")
 # What else makes a setting; runs that differ in none of these nor in the above differ only by seed.
-RECIPE_COLUMNS = ("lr", "wd", "batch_size", "train_subset", "aug")
+# `setting` (the run's identity without the seed, hashed) covers what the summary has no column for
+# (warm-up, EMA, label smoothing…); the named columns stay so that tables show them, and so that
+# records written before `setting` existed (NaN there) still group as they did.
+RECIPE_COLUMNS = ("lr", "wd", "batch_size", "train_subset", "aug", "setting")
 PAPER_SCHEDULES = (100, 200, 400)
 
 

@@ -44,3 +44,10 @@ def run_identity(cfg: RunConfig, init_signature: str | None = None) -> dict[str,
 def run_signature(identity: dict[str, Any]) -> str:
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:LENGTH]
+
+
+def setting_signature(identity: dict[str, Any]) -> str:
+    """The identity without the seed, hashed: runs with equal settings differ only by seed. Analysis
+    groups seed repeats by it, so two runs that differ in a field the summary does not carry (warm-up,
+    EMA, label smoothing…) are never read as repeats of one setting."""
+    return run_signature({key: value for key, value in identity.items() if key != "seed"})
