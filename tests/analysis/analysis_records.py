@@ -40,6 +40,8 @@ def write_record(root: Path, *, model: str, size: str, family: str, stem: str | 
     `final_ema_error` over its epochs; returns the directory."""
     meaning = json.dumps([model, optimizer, lr, wd, epochs, seed, dataset, batch_size])
     signature = hashlib.sha256(meaning.encode()).hexdigest()[:10]
+    setting = hashlib.sha256(json.dumps([model, optimizer, lr, wd, epochs, dataset, batch_size]).encode())
+    setting = setting.hexdigest()[:10]
     run_dir = root / signature
     run_dir.mkdir(parents=True)
     if epochs_done is None:
@@ -58,7 +60,7 @@ def write_record(root: Path, *, model: str, size: str, family: str, stem: str | 
         return min(m[key] for m in metrics) if result else None
 
     summary: dict[str, Any] = {
-        "signature": signature, "status": status, "model": model, "size": size, "family": family,
+        "signature": signature, "setting": setting, "status": status, "model": model, "size": size, "family": family,
         "stem": stem, "optimizer": optimizer, "lr": lr, "wd": wd, "epochs": epochs,
         "batch_size": batch_size, "seed": seed, "dataset": dataset, "train_subset": 10000 if
         dataset == "fashion_mnist" else None, "aug": "light", "sweep": sweep, "init_from": None,

@@ -9,7 +9,8 @@ A source is a runs directory (one subdirectory per run, docs/record.md) or a W&B
   an unreachable W&B server would hang for minutes).
 
 Only ``summary.json`` is read per run: it carries every config field the analyses need, so neither
-YAML nor ``metrics.jsonl`` is parsed to load runs (10,000 runs load in well under a second).
+YAML nor ``metrics.jsonl`` is parsed to load runs (10,000 runs load in well under a second). A record
+written before summaries carried ``setting`` gets it from its ``config.yaml`` (slower, once per such run).
 A record that cannot be read is reported once with its path (a `CorruptRecordWarning`) and skipped;
 the paths of skipped records are also kept in ``table.attrs["skipped"]``.
 """
@@ -163,8 +164,28 @@ def _runs_dir_summaries(root: str, api: Any, skipped: list[str]) -> Iterator[dic
         summary = _read_summary(run, skipped)
         if summary is not None:
             summary.setdefault("signature", run.signature)
+            if "setting" not in summary:
+                summary["setting"] = _setting_from_config(run)
             summary["run_dir"] = str(run.path)
             yield summary
+
+
+def _setting_from_config(run: RunDir) -> str | None:
+    """The setting of a record written before summaries carried it, from its config.yaml; None when
+    that cannot be read, or names its fine-tuning source by a checkpoint file (whose signature is in
+    the checkpoint): such a run then groups by its summary's columns alone."""
+    from omegaconf import OmegaConf
+
+    from stemsweep.config import RunConfig
+    from stemsweep.record.signature import run_identity, setting_signature
+
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run.config)))
+    except Exception:  # noqa: BLE001 - a missing, corrupt or outdated config: no setting
+        return None
+    if cfg.init_from is not None and not re.fullmatch(r"[0-9a-f]{10}", cfg.init_from):
+        return None
+    return setting_signature(run_identity(cfg, cfg.init_from))
 
 
 def _runs_dir_history(root: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
