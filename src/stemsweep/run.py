@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import socket
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -214,5 +215,16 @@ def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 
 
+def interrupted() -> None:
+    """Ctrl-C or SIGTERM (see the sweeper): one line, not Python's traceback, and the shell's exit
+    status for SIGINT. The runs' records say `running`: launched again, they resume."""
+    print("stemsweep: interrupted; launched again, the unfinished runs resume from their checkpoints",
+          file=sys.stderr)
+    sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        interrupted()
