@@ -83,14 +83,14 @@ def detached_sweep(slurm_cluster, tmp_path_factory) -> DetachedSweep:
     root = tmp_path_factory.mktemp("detached")
     runs, sweep_dir = root / "runs", root / "sweep"
     launch = sweep(runs, sweep_dir, "stem=patch,conv", "hydra.launcher.array_parallelism=1",
-                   "hydra.launcher.wait=false")
+                   "hydra.launcher.wait=false", "hydra.launcher.timeout_min=7")
     assert launch.returncode == 0, launch.stdout + launch.stderr
     jobs = re.search(r"submitted 2 jobs .*: (\d+)_0 \1_1", launch.stdout + launch.stderr)
     assert jobs, launch.stdout + launch.stderr
     queued = subprocess.run(["squeue", "-h", "-r", "-j", jobs.group(1), "-o", "%i %T"], capture_output=True,
                             text=True).stdout
     again = sweep(runs, sweep_dir, "stem=patch,conv", "hydra.launcher.array_parallelism=1",
-                  "hydra.launcher.wait=false")  # while both tasks are still in the queue
+                  "hydra.launcher.wait=false", "hydra.launcher.timeout_min=7")  # while both tasks are still in the queue
     seen = DetachedSweep(runs, sweep_dir, launch, queued, again)
     deadline = time.monotonic() + 240
     while True:
@@ -132,6 +132,8 @@ def test_array_parallelism_caps_the_array_at_one_running_task(detached_sweep):
     assert len(array_ids) == 1 and len(jobs) == 2, jobs  # one array: both runs have vit_xs's resources
     [array_id] = array_ids
     assert "ArrayTaskThrottle=1" in scontrol(array_id), scontrol(array_id)
+    # The command line's timeout_min=7 wins over vit_xs's resources (60 min); its other keys stay.
+    assert "TimeLimit=00:07:00" in scontrol(array_id) and "MinMemoryNode=2G" in scontrol(array_id), scontrol(array_id)
     # Never two running at once, as `stemsweep status` saw it and as SLURM's accounting has it.
     assert all(list(table.values()).count("running") <= 1 for table in detached_sweep.states)
     for _ in range(20):  # a task that just wrote its record may still be completing

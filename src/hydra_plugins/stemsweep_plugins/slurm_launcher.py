@@ -103,9 +103,20 @@ class StemsweepSlurmLauncher(SlurmLauncher):
                            fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
 
     def _job_resources(self, composed: Any) -> tuple:
+        """The run's model resources, less the keys the command line set (`hydra.launcher.timeout_min=30`):
+        what a user types for this launch wins over the model's defaults."""
         if self.resources != "model":
             return ()
-        return tuple(sorted(slurm_parameters(composed.model.resources).items()))
+        typed = self._command_line_keys()
+        return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
+
+    def _command_line_keys(self) -> set:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        assert self.config is not None
+        overrides = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.hydra))
+        prefix = "hydra.launcher."
+        return {o.key_or_group[len(prefix):] for o in overrides if o.key_or_group.startswith(prefix)}
 
     def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
         """An executor with the launcher's parameters, the run's resources on top (as the base launcher
