@@ -10,7 +10,7 @@ from stemsweep.analysis.tune import tuning_yaml
 from stemsweep.cli import main as cli
 from stemsweep.config import paths_unchecked
 from stemsweep.run import validated_config
-from stemsweep.sweep.plan import _composer
+from stemsweep.sweep.plan import compose
 
 SWEEPS = ["mini_lrwd_adamw", "mini_lrwd_sgd"]
 
@@ -42,7 +42,7 @@ def test_a_run_resolves_its_lr_wd_from_the_tuning_unless_given(records_dir, tmp_
     tuning = OmegaConf.load(out)
 
     def resolved(*overrides):
-        cfg = _composer()(["model=vit_xs", "stem=conv", "optimizer=sgd", *overrides])
+        cfg = compose(["model=vit_xs", "stem=conv", "optimizer=sgd", *overrides])
         OmegaConf.set_struct(cfg, False)  # merged into the schema, as composing `tuning=<option>` does
         cfg = OmegaConf.merge(cfg, {"tuning": tuning})
         with paths_unchecked():
@@ -51,7 +51,7 @@ def test_a_run_resolves_its_lr_wd_from_the_tuning_unless_given(records_dir, tmp_
     opt = resolved()
     assert (opt.lr, opt.wd) == pytest.approx((tuning.vit_xs.conv.sgd.lr, tuning.vit_xs.conv.sgd.wd))
     assert resolved("optimizer.lr=0.3").lr == 0.3  # a value given wins over the tuning
-    regnety = _composer()(["model=regnety_xs", "optimizer=adamw"])
+    regnety = compose(["model=regnety_xs", "optimizer=adamw"])
     with paths_unchecked():  # no tuning: the model's own tuned values (conf/model/family/cpu.yaml)
         assert validated_config(regnety).optimizer.lr == 1.6e-2
 

@@ -89,8 +89,9 @@ def detached_sweep(slurm_cluster, tmp_path_factory) -> DetachedSweep:
     assert jobs, launch.stdout + launch.stderr
     queued = subprocess.run(["squeue", "-h", "-r", "-j", jobs.group(1), "-o", "%i %T"], capture_output=True,
                             text=True).stdout
+    # the same sweep again, while both tasks are still in the queue
     again = sweep(runs, sweep_dir, "stem=patch,conv", "hydra.launcher.array_parallelism=1",
-                  "hydra.launcher.wait=false", "hydra.launcher.timeout_min=7")  # while both tasks are still in the queue
+                  "hydra.launcher.wait=false", "hydra.launcher.timeout_min=7")
     seen = DetachedSweep(runs, sweep_dir, launch, queued, again)
     deadline = time.monotonic() + 240
     while True:

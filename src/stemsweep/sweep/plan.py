@@ -169,10 +169,16 @@ def _composer() -> JobComposer:
     return JobComposer(config_loader())
 
 
+def compose(overrides: Sequence[str]) -> Any:
+    """The config one run with these overrides composes to, as `python -m stemsweep.run …` composes it
+    (not validated: `run_dir_of` or `stemsweep.run.validated_config` do that)."""
+    return _composer()(list(overrides))
+
+
 def signature_of_overrides(overrides: str) -> str:
     """The signature of the run that these overrides (space-separated, Hydra's syntax) describe: how a
     fine-tuning config names the pre-training run it starts from (the `${run_signature:'…'}` resolver)."""
-    return run_dir_of(_composer()(overrides.split())).signature
+    return run_dir_of(compose(overrides.split())).signature
 
 
 def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
