@@ -78,8 +78,8 @@ def load_runs(source: str | os.PathLike | Iterable[str | os.PathLike], error: st
     EMA; NaN when not reached, always NaN for a diverged run), `error` = the one the analyses use
     (`error`, default the paper's best_ema_error), epochs_done, diverged_epoch, error_message,
     wall_time_s, images_per_s, flops_b, params_m, acts_m, signature, setting (the signature without
-    the seed: runs with equal settings differ only by seed; NaN for records written before it
-    existed) and run_dir (the run's directory, or ``wandb:entity/project/<run id>``).
+    the seed: runs with equal settings differ only by seed; a record from before summaries carried
+    it gets it from its config.yaml, else NaN) and run_dir (the run's directory, or ``wandb:entity/project/<run id>``).
 
     `api` replaces ``wandb.Api()`` for W&B sources (tests pass a fake one).
     """

@@ -31,7 +31,7 @@ MODEL_COLUMNS = ("model", "stem")
 # What else makes a setting; runs that differ in none of these nor in the above differ only by seed.
 # `setting` (the run's identity without the seed, hashed) covers what the summary has no column for
 # (warm-up, EMA, label smoothing…); the named columns stay so that tables show them, and so that
-# records written before `setting` existed (NaN there) still group as they did.
+# records without a `setting` (NaN: e.g. W&B runs logged before it existed) still group by them.
 RECIPE_COLUMNS = ("lr", "wd", "batch_size", "train_subset", "aug", "setting")
 PAPER_SCHEDULES = (100, 200, 400)
 
