@@ -145,6 +145,10 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        # Input shapes are fixed for a run, so cuDNN's per-shape algorithm search pays off (the conv
+        # stems, RegNetY); the authors' pycls turns it on by default too (CUDNN.BENCHMARK).
+        torch.backends.cudnn.benchmark = True
     data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res)
     _require_divisible(cfg.batch_size, env)
     built = build(cfg, data, device, env)
