@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import platform
-import re
 import socket
 import sys
 import traceback
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import stemsweep
 from stemsweep.config import ConfigError, RunConfig, register_configs, resolve_hyperparameters, to_run_config
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import run_identity, run_signature, setting_signature
+from stemsweep.record.signature import is_signature, run_identity, run_signature, setting_signature
 
 log = logging.getLogger("stemsweep")
 
@@ -61,17 +60,21 @@ def init_signature(cfg: RunConfig) -> str | None:
         from stemsweep.train.checkpoint import load_checkpoint
 
         return load_checkpoint(path)["signature"]
-    if not re.fullmatch(r"[0-9a-f]{10}", cfg.init_from):
+    if not is_signature(cfg.init_from):
         raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: give a checkpoint file or a "
                          "run signature (10 hex digits)")
     return cfg.init_from
 
 
 def signature_of(cfg: RunConfig) -> str:
-    return run_signature(run_identity(cfg, init_signature(cfg)))
+    return run_signature(identity_of(cfg))
 
 
-def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
+def identity_of(cfg: RunConfig) -> dict[str, Any]:
+    return run_identity(cfg, init_signature(cfg))
+
+
+def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from stemsweep.models import SIZES, paper_name
@@ -81,7 +84,7 @@ def base_summary(cfg: RunConfig, signature: str) -> dict[str, Any]:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     return {
-        "signature": signature, "setting": setting_signature(run_identity(cfg, init_signature(cfg))),
+        "signature": run_signature(identity), "setting": setting_signature(identity),
         "status": "running", "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
         "family": SIZES[cfg.model.size].family, "stem": stem,
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
@@ -120,7 +123,8 @@ def run(cfg_dict: DictConfig) -> float | None:
 
     device = pick_device(cfg.device)
     env = init_distributed(device.type)
-    signature = signature_of(cfg)
+    identity = identity_of(cfg)  # once: init_from may name a checkpoint file to read
+    signature = run_signature(identity)
     if cfg.init_from and not init_checkpoint(cfg).exists():
         raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: run {cfg.init_from} has no "
                          f"checkpoint under runs_root={cfg.runs_root} (train it first)")
@@ -142,7 +146,7 @@ def run(cfg_dict: DictConfig) -> float | None:
             log.warning("run %s is being trained by another process (%s); not training it twice",
                         signature, run_dir.lock_holder())
             return None
-        summary = base_summary(cfg, signature)
+        summary = base_summary(cfg, identity)
         if env.is_main:
             run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
             run_dir.write_summary(summary)

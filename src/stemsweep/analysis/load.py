@@ -177,13 +177,13 @@ def _setting_from_config(run: RunDir) -> str | None:
     from omegaconf import OmegaConf
 
     from stemsweep.config import RunConfig
-    from stemsweep.record.signature import run_identity, setting_signature
+    from stemsweep.record.signature import is_signature, run_identity, setting_signature
 
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run.config)))
     except Exception:  # noqa: BLE001 - a missing, corrupt or outdated config: no setting
         return None
-    if cfg.init_from is not None and not re.fullmatch(r"[0-9a-f]{10}", cfg.init_from):
+    if cfg.init_from is not None and not is_signature(cfg.init_from):
         return None
     return setting_signature(run_identity(cfg, cfg.init_from))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -39,6 +40,11 @@ def run_identity(cfg: RunConfig, init_signature: str | None = None) -> dict[str,
         identity["data"] = {k: v for k, v in identity["data"].items() if k not in SYNTHETIC_ONLY}
     identity["init_from"] = init_signature
     return identity
+
+
+def is_signature(text: str) -> bool:
+    """Whether `text` has a signature's form (LENGTH hex digits), as init_from may name a run."""
+    return re.fullmatch(f"[0-9a-f]{{{LENGTH}}}", text) is not None
 
 
 def run_signature(identity: dict[str, Any]) -> str:
