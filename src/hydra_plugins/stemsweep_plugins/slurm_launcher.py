@@ -62,10 +62,11 @@ class StemsweepSlurmLauncher(SlurmLauncher):
 
         groups: Dict[tuple, List[int]] = defaultdict(list)
         compose = self._job_composer()
+        typed = self._command_line_keys()
         run_dirs = []
         for i, overrides in enumerate(job_overrides):
             composed = compose(list(overrides))
-            groups[self._job_resources(composed)].append(i)
+            groups[self._job_resources(composed, typed)].append(i)
             run_dirs.append(run_dir_of(composed))
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -102,12 +103,11 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
                            fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
 
-    def _job_resources(self, composed: Any) -> tuple:
-        """The run's model resources, less the keys the command line set (`hydra.launcher.timeout_min=30`):
-        what a user types for this launch wins over the model's defaults."""
+    def _job_resources(self, composed: Any, typed: set) -> tuple:
+        """The run's model resources, less the keys the command line set (`typed`, e.g.
+        `hydra.launcher.timeout_min=30`): what a user types for this launch wins over the model's defaults."""
         if self.resources != "model":
             return ()
-        typed = self._command_line_keys()
         return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
 
     def _command_line_keys(self) -> set:
