@@ -62,25 +62,14 @@ def test_without_ema_the_model_error_stands_in(tmp_path):
 
 def test_a_record_from_before_settings_gets_its_setting_from_its_config(tmp_path):
     from omegaconf import OmegaConf
+    from run_configs import make_config
 
-    from stemsweep.config import (
-        AugConfig,
-        DataConfig,
-        LoggerConfig,
-        ModelConfig,
-        OptimizerConfig,
-        RunConfig,
-        ScheduleConfig,
-        StemConfig,
-    )
     from stemsweep.record.signature import run_identity, setting_signature
 
     settings = {}
     for seed, warmup in [(0, 1), (1, 1), (0, 2)]:
-        cfg = RunConfig(model=ModelConfig(size="vit_xs"), stem=StemConfig(name="conv"),
-                        optimizer=OptimizerConfig(name="adamw", lr=1e-3, wd=0.05),
-                        schedule=ScheduleConfig(warmup_epochs=float(warmup)), data=DataConfig(name="fashion_mnist"),
-                        aug=AugConfig(name="none"), logger=LoggerConfig(name="none"), epochs=4, seed=seed)
+        cfg = make_config(**{"schedule.warmup_epochs": float(warmup), "data.name": "fashion_mnist", "epochs": 4,
+                             "seed": seed})
         run = write_record(tmp_path, **{**VIT_C, "seed": seed, "lr": 1e-3 * warmup}, final_ema_error=20.0)
         (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         summary = json.loads((run / "summary.json").read_text())

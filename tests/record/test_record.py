@@ -7,36 +7,11 @@ import signal
 import time
 
 import pytest
+from run_configs import make_config
 
-from stemsweep.config import (
-    AugConfig,
-    DataConfig,
-    LoggerConfig,
-    ModelConfig,
-    OptimizerConfig,
-    RunConfig,
-    ScheduleConfig,
-    StemConfig,
-)
 from stemsweep.record.files import write_json
 from stemsweep.record.rundir import CorruptRecord, RunDir
 from stemsweep.record.signature import run_identity, run_signature, setting_signature
-
-
-def make_config(**changes) -> RunConfig:
-    cfg = RunConfig(
-        model=ModelConfig(size="vit_xs"), stem=StemConfig(name="conv"),
-        optimizer=OptimizerConfig(name="adamw", lr=1e-3, wd=0.05), schedule=ScheduleConfig(),
-        data=DataConfig(name="synthetic"), aug=AugConfig(name="none"), logger=LoggerConfig(name="none"),
-        epochs=10,
-    )
-    for key, value in changes.items():
-        target = cfg
-        *path, last = key.split(".")
-        for part in path:
-            target = getattr(target, part)
-        setattr(target, last, value)
-    return cfg
 
 
 def signature(**changes) -> str:
