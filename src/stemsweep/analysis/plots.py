@@ -170,7 +170,7 @@ def optimizer_gap_figure(gaps: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("top-1 error, SGD − AdamW (points)")
     ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(facecolor=_lighter((0.3, 0.3, 0.3), shorter[j]), label=f"{e} epochs")
+    handles = [Patch(facecolor=_lighter((0.3, 0.3, 0.3), shorter[j]), label=f"{e} epoch" + ("" if e == 1 else "s"))
                for j, e in enumerate(schedules)]
     if any_diverged:
         handles.append(_diverged_handle())
