@@ -137,6 +137,11 @@ def training_length_figure(gaps: pd.DataFrame) -> Figure:
     return fig
 
 
+def epochs_label(epochs: int) -> str:
+    """'1 epoch', '4 epochs'."""
+    return f"{epochs} epoch" if epochs == 1 else f"{epochs} epochs"
+
+
 # --- optimizer stability ---------------------------------------------------------------------------
 
 def optimizer_gap_figure(gaps: pd.DataFrame) -> Figure:
@@ -170,7 +175,7 @@ def optimizer_gap_figure(gaps: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("top-1 error, SGD − AdamW (points)")
     ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(facecolor=_lighter((0.3, 0.3, 0.3), shorter[j]), label=f"{e} epoch" + ("" if e == 1 else "s"))
+    handles = [Patch(facecolor=_lighter((0.3, 0.3, 0.3), shorter[j]), label=epochs_label(e))
                for j, e in enumerate(schedules)]
     if any_diverged:
         handles.append(_diverged_handle())

@@ -18,6 +18,7 @@ import pandas as pd
 from stemsweep.analysis.load import EMA_FALLBACK, load_runs
 from stemsweep.analysis.plots import (
     edf_figure,
+    epochs_label,
     lrwd_scatter_figure,
     model_order,
     optimizer_gap_figure,
@@ -112,7 +113,7 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
     failed = table[table["status"] == "failed"]
     if len(failed):
         lines += ["Failed runs (see error.log in the run directory):", ""]
-        lines += [f"- {r.model} ({r.optimizer}, {r.epochs} epochs, seed {r.seed}): {r.error_message} — "
+        lines += [f"- {r.model} ({r.optimizer}, {epochs_label(r.epochs)}, seed {r.seed}): {r.error_message} — "
                   f"`{r.run_dir}`" for r in failed.itertuples()]
         lines.append("")
     if skipped:
