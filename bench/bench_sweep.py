@@ -25,8 +25,8 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from omegaconf import open_dict
 
+from stemsweep.config import CONF_DIR
 from stemsweep.record.rundir import RunDir
-from stemsweep.run import CONF_DIR
 from stemsweep.sweep.plan import JobComposer, expand_grids, plan_runs
 
 N_RUNS = 64

@@ -12,10 +12,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the YAML this schema validates
 
 # Planning a sweep checks every value but the existence of folders (a plan is made where the data
 # may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().

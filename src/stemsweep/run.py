@@ -24,13 +24,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import stemsweep
-from stemsweep.config import ConfigError, RunConfig, register_configs, resolve_hyperparameters, to_run_config
+from stemsweep.config import CONF_DIR, ConfigError, RunConfig
+from stemsweep.identity import identity_of, validated_config
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import is_signature, run_identity, run_signature, setting_signature
+from stemsweep.record.signature import run_signature, setting_signature
+from stemsweep.sweep.plan import register_with_omegaconf
 
 log = logging.getLogger("stemsweep")
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than the worst
 
 
@@ -40,38 +41,6 @@ def study_error(summary: dict[str, Any]) -> float | None:
         return DIVERGED_ERROR
     error = summary.get("best_ema_error")
     return summary.get("best_error") if error is None else error
-
-
-def validated_config(cfg: DictConfig) -> RunConfig:
-    try:
-        return resolve_hyperparameters(to_run_config(cfg))
-    except ConfigError as exc:
-        raise SystemExit(f"stemsweep: {exc}") from None
-
-
-def init_signature(cfg: RunConfig) -> str | None:
-    """The signature of the run a fine-tuning run starts from (part of the new run's identity):
-    init_from names a checkpoint file, or a run by its signature (which may not have run yet when a
-    sweep is planned; training checks that its checkpoint exists)."""
-    if cfg.init_from is None:
-        return None
-    path = Path(cfg.init_from)
-    if path.is_file():
-        from stemsweep.train.checkpoint import load_checkpoint
-
-        return load_checkpoint(path)["signature"]
-    if not is_signature(cfg.init_from):
-        raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: give a checkpoint file or a "
-                         "run signature (10 hex digits)")
-    return cfg.init_from
-
-
-def signature_of(cfg: RunConfig) -> str:
-    return run_signature(identity_of(cfg))
-
-
-def identity_of(cfg: RunConfig) -> dict[str, Any]:
-    return run_identity(cfg, init_signature(cfg))
 
 
 def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
@@ -206,12 +175,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-register_configs()
-if not OmegaConf.has_resolver("run_signature"):
-    # From an importable module, not this one: run as __main__, it would not unpickle in joblib workers.
-    from stemsweep.sweep.plan import signature_of_overrides
-
-    OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
+# The resolver's function comes from an importable module, not this one: run as __main__, it would not
+# unpickle in joblib workers.
+register_with_omegaconf()
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -9,16 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+TMP_SUFFIX = ".tmp"
 
-def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False,
+                 keep_previous: Path | None = None) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    With ``keep_previous`` the file being replaced is first renamed to that path: each rename is
+    atomic, so at every moment a complete new file, or a complete previous one, exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -35,3 +43,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete what a process killed while writing ``path`` left beside it (its temporary files)."""
+    for stale in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)

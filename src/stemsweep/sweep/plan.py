@@ -114,7 +114,7 @@ def run_dir_of(composed: DictConfig) -> RunDir:
     """The directory of the run a composed job config describes, once the config is validated (its
     data paths are not checked: planning reads no data)."""
     from stemsweep.config import paths_unchecked
-    from stemsweep.run import signature_of, validated_config
+    from stemsweep.identity import signature_of, validated_config
 
     with paths_unchecked():
         cfg = validated_config(composed)
@@ -154,13 +154,24 @@ def slurm_queue() -> set[str]:
     return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
+def register_with_omegaconf() -> None:
+    """What composing conf/ needs registered first (idempotent): the schema its defaults list names,
+    and the `${run_signature:…}` resolver of its fine-tuning stage."""
+    from stemsweep.config import register_configs
+
+    register_configs()
+    if not OmegaConf.has_resolver("run_signature"):
+        OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
+
+
 def config_loader() -> Any:
     """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    from stemsweep.run import CONF_DIR
+    from stemsweep.config import CONF_DIR
 
+    register_with_omegaconf()
     return ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
 
 
@@ -171,7 +182,7 @@ def _composer() -> JobComposer:
 
 def compose(overrides: Sequence[str]) -> Any:
     """The config one run with these overrides composes to, as `python -m stemsweep.run …` composes it
-    (not validated: `run_dir_of` or `stemsweep.run.validated_config` do that)."""
+    (not validated: `run_dir_of` or `stemsweep.identity.validated_config` do that)."""
     return _composer()(list(overrides))
 
 

@@ -1,0 +1,68 @@
+"""A run's checkpoint files: the latest and the one before it, each written atomically.
+
+`checkpoint.pt` is the latest; writing a new one first renames the old one to `checkpoint.prev.pt`.
+A checkpoint that cannot be read (a file cut short, a disk that filled up) is reported in one line
+and the one before it is used, so a damaged file costs at most one checkpoint interval, never the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stemsweep.record.files import atomic_write, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that exists but cannot be read; the message names the file, in one line."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` (a run's LATEST), keeping the file it replaces as PREVIOUS."""
+    atomic_write(path, lambda f: torch.save(state, f), binary=True, keep_previous=path.with_name(PREVIOUS))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file's state (tensors on the CPU); CorruptCheckpoint when it cannot be read."""
+    try:
+        # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts, nothing to execute.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a damaged file
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint ({problem})") from None
+    if not isinstance(state, dict) or "signature" not in state:
+        raise CorruptCheckpoint(f"{path}: not a stemsweep checkpoint (no signature)")
+    return state
+
+
+def checkpoint_signature(path: Path) -> str:
+    """The signature of the run that wrote a checkpoint file."""
+    return load_checkpoint(path)["signature"]
+
+
+def load_latest(run_path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The newest readable checkpoint of a run directory and its file name; (None, None) when there
+    is none. Each unreadable file is logged as a warning, in one line, and skipped."""
+    for name in (LATEST, PREVIOUS):
+        try:
+            return load_checkpoint(run_path / name), name
+        except FileNotFoundError:
+            continue
+        except CorruptCheckpoint as exc:
+            log.warning("%s; %s", exc, f"falling back to {PREVIOUS}" if name == LATEST else "it is skipped")
+    return None, None
+
+
+def remove_previous(run_path: Path) -> None:
+    """A finished run needs its latest checkpoint only (fine-tuning starts from it)."""
+    (run_path / PREVIOUS).unlink(missing_ok=True)
+    remove_stale_temporaries(run_path / LATEST)
