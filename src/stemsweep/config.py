@@ -248,6 +248,22 @@ class EmaConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Mid-epoch checkpoints, which bound what a hard kill (`kill -9`, a node lost) can cost: one is
+    written when `every_min` wall minutes or `every_steps` steps have passed since the last (either,
+    whichever comes first; null turns that one off). An epoch's end and a stop signal always write one.
+    Not part of a run's identity."""
+
+    every_min: float | None = 10.0
+    every_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint.every_min", self.every_min, allow_none=True)
+        _require(self.every_steps is None or self.every_steps >= 1,
+                 f"checkpoint.every_steps={self.every_steps} is not allowed: an integer >= 1 or null")
+
+
+@dataclass
 class LoggerConfig:
     name: str = MISSING  # wandb | none
     project: str = "stemsweep"
@@ -284,6 +300,7 @@ class RunConfig:
     aug: AugConfig = MISSING
     logger: LoggerConfig = MISSING
     ema: EmaConfig = field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     lrwd: LrwdDraw = field(default_factory=LrwdDraw)
     # Tuned (lr, wd) that take precedence over the model's own, per model size, then stem and optimizer
     # (conf/tuning/: e.g. `mini`, written by `stemsweep tune` from the mini lr/wd sweeps).

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
 import traceback
@@ -36,10 +37,13 @@ DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than
 
 
 def study_error(summary: dict[str, Any]) -> float | None:
-    """The sweep metric: the EMA model's best top-1 error (the model's when EMA is off)."""
+    """The sweep metric: the EMA model's best top-1 error; the model's when the EMA is off or was
+    never meaningful (summary.json's `study_error_source` says which)."""
     if summary["status"] == "diverged":
         return DIVERGED_ERROR
-    error = summary.get("best_ema_error")
+    if "study_error" in summary:
+        return summary["study_error"]
+    error = summary.get("best_ema_error")  # a record from before `study_error`
     return summary.get("best_error") if error is None else error
 
 
@@ -57,7 +61,7 @@ def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
         "status": "running", "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
         "family": SIZES[cfg.model.size].family, "stem": stem,
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "ema_enabled": cfg.ema.enabled,
         "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "aug": cfg.aug.name,
         "sweep": cfg.sweep, "init_from": cfg.init_from,
         "epochs_done": 0, "final_error": None, "best_error": None, "final_ema_error": None,
@@ -88,6 +92,7 @@ def _log_path() -> str | None:
 def run(cfg_dict: DictConfig) -> float | None:
     cfg = validated_config(cfg_dict)
     from stemsweep.train.distributed import broadcast_flag, init_distributed, shutdown
+    from stemsweep.train.interrupt import StopSignals
     from stemsweep.train.loop import init_checkpoint, pick_device
 
     device = pick_device(cfg.device)
@@ -116,15 +121,22 @@ def run(cfg_dict: DictConfig) -> float | None:
                         signature, run_dir.lock_holder())
             return None
         summary = base_summary(cfg, identity)
+        if previous:  # the run's history of interruptions and resumes goes on
+            summary.update({key: previous[key] for key in ("interruptions", "resumes") if key in previous})
         if env.is_main:
             run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
             run_dir.write_summary(summary)
-        summary = _train_and_record(cfg, run_dir, summary, env)
+        with StopSignals() as stop:
+            summary = _train_and_record(cfg, run_dir, summary, env, stop, previous and previous["status"])
+            if summary["status"] == "resumable":
+                shutdown(env)
+                stop.end_process()  # requeues (SLURM) or raises RunInterrupted; the lock is let go
     shutdown(env)
     return study_error(summary)
 
 
-def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env) -> dict[str, Any]:
+def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env, stop,
+                      previous_status: str | None) -> dict[str, Any]:
     from stemsweep.record.trackers import NoTracker, open_tracker
     from stemsweep.train.loop import train
 
@@ -133,7 +145,7 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
     tracker = open_tracker(cfg.logger, run_dir.path, run_dir.signature, summary["model"], cfg.sweep,
                            config) if env.is_main else NoTracker()
     try:
-        summary = train(cfg, run_dir, summary, tracker, env)
+        summary = train(cfg, run_dir, summary, tracker, env, stop, previous_status)
     except Exception as exc:
         if env.is_main:
             run_dir.error_log.write_text(traceback.format_exc())
@@ -158,10 +170,16 @@ def _result(summary: dict[str, Any]) -> str:
     if summary["status"] == "failed":
         return f"failed: {summary.get('error_message')}"
     parts = [f"{summary['epochs_done']}/{summary['epochs']} epochs"]
+    if summary["status"] == "resumable":
+        last = summary["interruptions"][-1]
+        parts.append(f"stopped by {last['cause']} after step {last['step']}; launched again, it resumes there")
     if summary.get("final_error") is not None:
         parts.append(f"final top-1 error {summary['final_error']:.2f}%")
     if summary.get("best_ema_error") is not None:
         parts.append(f"best EMA top-1 error {summary['best_ema_error']:.2f}%")
+    elif summary.get("study_error_source") == "model" and summary.get("best_error") is not None:
+        parts.append(f"best top-1 error {summary['best_error']:.2f}% (the study's error: "
+                     f"{'the EMA is off' if not summary.get('ema_enabled', True) else 'no meaningful EMA'})")
     return ", ".join(parts)
 
 
@@ -185,16 +203,20 @@ def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 
 
-def interrupted() -> None:
-    """Ctrl-C or SIGTERM (see the sweeper): one line, not Python's traceback, and the shell's exit
-    status for SIGINT. The runs' records say `running`: launched again, they resume."""
-    print("stemsweep: interrupted; launched again, the unfinished runs resume from their checkpoints",
-          file=sys.stderr)
-    sys.exit(130)
+def interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM: one line, not Python's traceback, and the shell's exit status 128 + signal
+    (130 for Ctrl-C). A run stopped by the signal wrote a checkpoint of its last step and says
+    `resumable`; launched again, the unfinished runs resume."""
+    from stemsweep.train.interrupt import RunInterrupted
+
+    signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+    print(f"stemsweep: interrupted ({signal.Signals(signum).name}); launched again, the unfinished runs "
+          "resume from their checkpoints", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:
-        interrupted()
+    except KeyboardInterrupt as exc:
+        interrupted(exc)

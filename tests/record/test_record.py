@@ -70,7 +70,7 @@ def test_summary_and_metrics_round_trip_and_corruption_is_named(tmp_path):
     with pytest.raises(CorruptRecord, match="summary.json"):
         run.read_summary()
     run.summary.write_text('{"status": "finished"}')
-    with pytest.raises(CorruptRecord, match="running, done, failed, diverged"):
+    with pytest.raises(CorruptRecord, match="running, resumable, done, failed, diverged"):
         run.read_summary()
 
 

@@ -50,9 +50,11 @@ def sigterm_stops_the_sweep() -> Iterator[None]:
         yield
         return
 
+    from stemsweep.train.interrupt import RunInterrupted
+
     def stop(signum: int, frame: Any) -> None:
         log.warning("SIGTERM: stopping the sweep and its runs (launched again, it resumes them)")
-        raise KeyboardInterrupt
+        raise RunInterrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

@@ -11,9 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from stemsweep.record.files import atomic_write, remove_stale_temporaries
+from stemsweep.record.files import atomic_replace, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +23,20 @@ class CorruptCheckpoint(ValueError):
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` (a run's LATEST), keeping the file it replaces as PREVIOUS."""
-    atomic_write(path, lambda f: torch.save(state, f), binary=True, keep_previous=path.with_name(PREVIOUS))
+    """Write ``state`` to ``path`` (a run's LATEST), keeping the file it replaces as PREVIOUS.
+
+    torch.save is given the file's name, not a Python file object: then PyTorch writes the tensors
+    itself and other threads keep running (through a file object it holds the GIL for the whole write,
+    which stalls a training loop that saves in the background: bench/bench_checkpoint.py)."""
+    import torch
+
+    atomic_replace(path, lambda name: torch.save(state, name), keep_previous=path.with_name(PREVIOUS))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint file's state (tensors on the CPU); CorruptCheckpoint when it cannot be read."""
+    import torch  # here: reading a run's record (analysis, planning) never needs torch
+
     try:
         # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts, nothing to execute.
         state = torch.load(path, map_location="cpu", weights_only=True)

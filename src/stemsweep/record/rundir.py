@@ -13,11 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from stemsweep.record.checkpoint import LATEST
 from stemsweep.record.files import write_json, write_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("running", "done", "failed", "diverged")
+# resumable: stopped by a signal after writing a mid-epoch checkpoint; launched again, it resumes.
+STATUSES = ("running", "resumable", "done", "failed", "diverged")
 
 
 class CorruptRecord(ValueError):
@@ -31,7 +33,8 @@ class RunDir:
         self.config = self.path / "config.yaml"
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
-        self.checkpoint = self.path / "checkpoint.pt"
+        self.checkpoint = self.path / LATEST  # the latest checkpoint (record/checkpoint.py)
+        self.progress = self.path / "progress"  # the last step trained, rewritten after every step
         self.lock_file = self.path / "lock"
         self.error_log = self.path / "error.log"
         self.slurm_job = self.path / "slurm_job"  # the SLURM job submitted to train it (written at submit)
@@ -133,9 +136,33 @@ class RunDir:
         except FileNotFoundError:
             return ""
 
+    def trained_steps(self) -> int | None:
+        """The steps the last training process completed (its progress file), if it wrote one."""
+        try:
+            return int(self.progress.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
     def submitted_job(self) -> str | None:
         """The SLURM job id (e.g. 1234_5) the last launch submitted for this run, if any."""
         try:
             return self.slurm_job.read_text().strip() or None
         except FileNotFoundError:
             return None
+
+
+class StepMarker:
+    """Keeps `progress` saying how many steps the run has completed: one small write in place after
+    every step (no sync, about a microsecond), so that a run resumed after a hard kill can count the
+    steps it lost since its last checkpoint."""
+
+    WIDTH = 20
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+
+    def mark(self, steps: int) -> None:
+        os.pwrite(self.fd, f"{steps:<{self.WIDTH}}\n".encode(), 0)
+
+    def close(self) -> None:
+        os.close(self.fd)

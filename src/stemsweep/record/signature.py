@@ -17,7 +17,7 @@ from stemsweep.config import RunConfig
 
 NOT_IDENTITY = {
     "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",
-    "logger", "lrwd", "tuning",  # a draw's or tuning's (lr, wd) are resolved into optimizer.lr / .wd
+    "logger", "checkpoint", "lrwd", "tuning",  # a draw's or tuning's (lr, wd) are resolved into optimizer.lr / .wd
     "model.tuned", "model.lrwd_intervals", "model.resources",
     "data.root", "data.num_workers", "data.download",
     "aug.name",  # a label; the aug flags are the meaning

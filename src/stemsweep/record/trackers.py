@@ -57,12 +57,16 @@ class WandbTracker:
             self._run = None
 
     def finish(self, summary: dict[str, Any]) -> None:
+        """Copy the summary's fields and end this piece of the W&B run; a resumable run is marked
+        preempting, so W&B expects it back (the next start resumes the same id)."""
         if self._run is None:
             return
         try:
             for key, value in summary.items():
                 if isinstance(value, (int, float, str, bool)) or value is None:
                     self._run.summary[key] = value
+            if summary.get("status") == "resumable":
+                self._run.mark_preempting()
             self._run.finish(exit_code=0 if summary.get("status") in ("done", "diverged") else 1)
         except Exception as exc:  # noqa: BLE001
             log.warning("W&B finish failed: %s", exc)

@@ -1,21 +1,75 @@
-"""The latest checkpoint of a run, saved atomically so a kill at any moment leaves the previous one."""
+"""Checkpoints written beside training, and another run's weights for fine-tuning.
+
+A checkpoint is written at every epoch end, every `checkpoint.every_min` minutes / `every_steps` steps
+within an epoch, and when a signal stops the run (record/checkpoint.py has the files themselves).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stemsweep.record.files import atomic_write
+from stemsweep.record.checkpoint import save_checkpoint
+
+log = logging.getLogger(__name__)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f), binary=True)
+class CheckpointWriter:
+    """Saves checkpoints in a background thread.
+
+    `save` copies the state to host memory, the only part the training step waits for (a memory copy:
+    milliseconds at the CPU sizes; a device-to-host copy on a GPU), and returns; serialising, fsync and
+    the renames go on beside training. One write at a time: a save first waits for the one before. A
+    failed write (a full disk) is logged and the previous checkpoint stays; training goes on.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict[str, Any], wait: bool = False) -> None:
+        self.wait()
+        snapshot = host_copy(state)
+        # Not a daemon: a process that exits normally first finishes the write it started.
+        self._thread = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer")
+        self._thread.start()
+        if wait:
+            self.wait()
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(self.path, snapshot)
+        except BaseException as exc:  # noqa: BLE001 - reported by wait(), in the training thread
+            self._error = exc
+
+    def wait(self) -> bool:
+        """Wait for the write in progress; False if it failed (logged)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            log.warning("writing %s failed (%s: %s); the previous checkpoint stays", self.path,
+                        type(self._error).__name__, self._error)
+            self._error = None
+            return False
+        return True
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def host_copy(tree: Any) -> Any:
+    """A copy of a state tree that training cannot change while it is written: every tensor copied to
+    the CPU, every list and dict copied (the metrics list grows as training goes on)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: host_copy(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(host_copy(value) for value in tree)
+    return tree
 
 
 def load_weights_for_finetuning(model: torch.nn.Module, source: dict[str, Any]) -> list[str]:

@@ -64,3 +64,40 @@ def broadcast_flag(flag: bool, env: DistEnv, device: torch.device) -> bool:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class StepAgreement:
+    """Per-step decisions that every process takes at the same step (stop at a signal, write a
+    checkpoint now), where each process sees its own flags (a signal arrives at different moments;
+    the checkpoint clock is rank 0's).
+
+    One process: the flags themselves. Several: an asynchronous all-reduce of the flags on a CPU
+    (gloo) group, started after step n and read after step n + 1: no step waits on it, and all
+    processes read the same values after the same step."""
+
+    def __init__(self, env: DistEnv, flags: int):
+        self.group = dist.new_group(backend="gloo") if env.enabled else None
+        self.pending = None
+        self.values = torch.zeros(flags, dtype=torch.int32)
+
+    def __call__(self, *flags: bool) -> tuple[bool, ...]:
+        if self.group is None:
+            return flags
+        agreed = (False,) * len(flags)
+        if self.pending is not None:
+            self.pending.wait()
+            agreed = tuple(bool(v) for v in self.values.tolist())
+        self.values = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+        self.pending = dist.all_reduce(self.values, group=self.group, async_op=True)
+        return agreed
+
+    def close(self) -> None:
+        """Wait for the reduce in flight (every process must have called as often)."""
+        if self.pending is not None:
+            self.pending.wait()
+            self.pending = None
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()

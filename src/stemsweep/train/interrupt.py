@@ -1,0 +1,117 @@
+"""Signals that stop a run at the next step boundary, and how its process then ends.
+
+SIGTERM (preemption, `scancel`, `scontrol requeue`, `kill`), SIGINT (Ctrl-C), SIGUSR1 and SIGUSR2 (the
+signal SLURM sends before the time limit: submitit asks for USR2, `$SUBMITIT_PREEMPT_SIGNAL` or a
+site's `--signal` may make it USR1) only set a flag. The training loop looks at it after every step,
+(with several processes they agree on the step: distributed.StepAgreement), writes a mid-epoch
+checkpoint and returns the run as `resumable`; `end_process` then ends the process:
+
+- under submitit (the SLURM launcher), a USR signal goes to submitit's own handler, which tells a
+  time-out from a preemption by the job's wall time, pickles the launcher's call again
+  (`checkpoint()`), runs `scontrol requeue` once and exits; a time-out beyond `max_num_timeout` ends
+  the job instead. A SIGTERM is not requeued here: SLURM itself requeues (`scontrol requeue`,
+  preemption in REQUEUE mode) or cancels (`scancel`) the job and kills it `KillWait` later. The
+  process waits for that, in case a USR signal follows (a preemption delivered as TERM then USR2);
+- anywhere else it raises RunInterrupted, a KeyboardInterrupt: a single run or a sweep stops there
+  with one line and the shell's status 128 + signal, and launched again it resumes.
+
+A second SIGINT or SIGTERM while the run is stopping ends the process at once (Python's defaults).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+WAIT_AFTER_SIGTERM_S = 90  # under SLURM: longer than KillWait (30 s by default), so SLURM's SIGKILL ends it
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run stopped at a signal after writing its checkpoint; launched again, it resumes."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Installs the stop handlers while a run trains (a context manager) and keeps what arrived."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the stop signal that decides how the run ends
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # only the main thread takes signals
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._received)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _received(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s: the run stops after this step and writes a checkpoint",
+                        signal.Signals(signum).name)
+        elif signum in (signal.SIGINT, signal.SIGTERM):  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        elif signum in REQUEUE_SIGNALS and self.signum not in REQUEUE_SIGNALS:
+            self.signum = signum  # TERM then USR2 is a preemption: the USR signal decides how it ends
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def cause(self) -> str:
+        """What the interruption was, for the record: time-out, preemption or the signal's name."""
+        handler = self._submitit_handler()
+        if self.signum in REQUEUE_SIGNALS and handler is not None:
+            return "time-out" if handler.has_timed_out() else "preemption"
+        return self.name or "unknown"
+
+    def end_process(self) -> None:
+        """After the checkpoint is written: end this process as the signal asks (see the module)."""
+        assert self.signum is not None
+        handler = self._submitit_handler()
+        if handler is not None:
+            if self.signum == signal.SIGTERM:
+                self._wait_for_slurm()  # returns only if a USR signal arrived meanwhile
+            if self.signum in REQUEUE_SIGNALS:
+                # submitit's handler requeues once and exits with SystemExit (or raises
+                # UncompletedJobError past max_num_timeout); on ranks other than 0 it returns.
+                handler.checkpoint_and_try_requeue(self.signum)
+                raise SystemExit(0)
+        raise RunInterrupted(self.signum)
+
+    def _wait_for_slurm(self) -> None:
+        deadline = time.monotonic() + WAIT_AFTER_SIGTERM_S
+        log.info("waiting for SLURM to requeue or cancel the job (or for a USR signal)")
+        while time.monotonic() < deadline and self.signum not in REQUEUE_SIGNALS:
+            time.sleep(0.2)
+
+    def _submitit_handler(self) -> Any:
+        """submitit's SignalHandler when this process is a submitit job (it registered one for its
+        preemption signal before the job started), else None."""
+        for signum in REQUEUE_SIGNALS:
+            handler = getattr(self._previous.get(signum), "__self__", None)
+            if type(handler).__name__ == "SignalHandler" and hasattr(handler, "checkpoint_and_try_requeue"):
+                return handler
+        return None
