@@ -162,3 +162,31 @@ def test_fine_tuning_starts_from_another_runs_weights_and_names_it_in_its_identi
 
     missing = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "init_from=0123456789")
     assert missing.returncode != 0 and "run 0123456789 has no checkpoint" in missing.stderr
+
+
+def test_a_run_shorter_than_the_ema_period_reports_the_error_its_model_reached(tmp_path):
+    # 10 steps, fewer than ema.period=32: the EMA is updated after the epoch's last step (a copy during
+    # warm-up), so the study error is the trained model's, not the untrained one's 90%.
+    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0.5")
+    assert result.returncode == 0, result.stderr
+    s = summary(only_run(tmp_path))
+    assert s["study_error_source"] == "ema" and s["best_ema_error"] == s["best_error"] < 80, s
+    assert s["study_error"] == s["best_ema_error"]
+    assert any(w.startswith("ema: α = min(1, alpha · batch / epochs · period) is 1 at this scale") for w in
+               s["warnings"]), s["warnings"]
+
+
+def test_an_ema_still_mostly_the_initial_model_is_not_the_study_error(tmp_path):
+    # No warm-up copy and a tiny α: after its updates the EMA is ~100% the untrained model.
+    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "ema.alpha=1e-9")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    s = summary(run)
+    [row] = metrics(run)
+    assert row["ema_test_error"] > 80 and row["ema_initial_share"] > 0.99  # what the EMA really is
+    assert s["best_ema_error"] is None and s["final_ema_error"] is None
+    assert s["study_error_source"] == "model" and s["study_error"] == s["best_error"] < 80, s
+    assert any("the EMA will still be 100% the untrained initial model" in w for w in s["warnings"]), s["warnings"]
+    out = result.stdout + result.stderr
+    assert "the EMA will still be 100% the untrained initial model" in out
+    assert f"best top-1 error {s['best_error']:.2f}% (the study's error: no meaningful EMA)" in out

@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the YAML this schema validates
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"  # one file per experiment (+sweeps=NAME)
 
 # Planning a sweep checks every value but the existence of folders (a plan is made where the data
 # may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().

@@ -215,7 +215,21 @@ def interrupted(exc: KeyboardInterrupt) -> None:
     sys.exit(128 + signum)
 
 
+def check_sweep_files(arguments: list[str]) -> None:
+    """A sweep file named on the command line (`+sweeps=NAME`) that cannot be read: one line, before
+    Hydra composes it into a long traceback."""
+    from stemsweep.sweep.plan import sweep_file_problem
+
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key.lstrip("+~") == "sweeps" and value:
+            for name in value.split(","):  # a sweep over sweep files, +sweeps=a,b
+                if problem := sweep_file_problem(name.strip()):
+                    raise SystemExit(f"stemsweep: {problem}")
+
+
 if __name__ == "__main__":
+    check_sweep_files(sys.argv[1:])
     try:
         main()
     except KeyboardInterrupt as exc:

@@ -84,6 +84,7 @@ def test_report_says_when_runs_without_an_ema_stand_in_with_their_own_error(tmp_
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert "1 of the 2 runs trained without an EMA: their own `best_error` stands in for `best_ema_error`." in report
+    assert ("1 of the 2 runs have no EMA error (trained without an EMA, or with one still mostly the untrained "
+            "initial model): their own `best_error` stands in for `best_ema_error`.") in report
     assert main(["report", str(runs), "--out", str(out), "--error", "best_error"]) == 0
     assert "without an EMA" not in (out / "report.md").read_text()

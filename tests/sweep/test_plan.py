@@ -106,15 +106,21 @@ def test_plan_command_prints_one_line_per_run_and_the_count(capsys):
     assert all(re.match(r"[0-9a-f]{10}  new +\S", line) for line in lines[:-1])
 
 
-def test_an_unknown_or_unparsable_sweep_file_is_a_clear_error(capsys):
+def test_an_unknown_or_unparsable_sweep_file_is_one_line_at_every_entry_point(capsys):
     assert cli(["plan", "no_such_sweep"]) == 2
-    assert "no_such_sweep" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no_such_sweep" in err and "the sweeps are: " in err and "mini_peak" in err
     broken = Path(__file__).resolve().parents[2] / "sweeps" / f"broken_{os.getpid()}.yaml"
-    broken.write_text("hydra:\n  sweeper:\n    grids: [ {model: vit_xs\n")
+    broken.write_text("hydra:\n  sweeper:\n    grids:\n      - {model: vit_xs\n      - {stem: conv}\n")
+    where = f"{broken}:5:9: not valid YAML: while parsing a flow mapping, expected ',' or '}}', but got '{{'"
     try:
         assert cli(["plan", broken.stem]) == 2
-        err = capsys.readouterr().err
-        assert broken.stem in err and "error" in err
+        assert capsys.readouterr().err == f"stemsweep plan: error: sweep file {where}\n"
+        assert cli(["status", broken.stem]) == 2
+        assert capsys.readouterr().err == f"stemsweep status: error: sweep file {where}\n"
+        run = subprocess.run([sys.executable, "-m", "stemsweep.run", "-m", f"+sweeps={broken.stem}"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0 and run.stderr == f"stemsweep: sweep file {where}\n", run.stderr
     finally:
         broken.unlink()
 

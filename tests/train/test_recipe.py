@@ -142,3 +142,42 @@ def test_epoch_batches_split_one_global_batch_among_processes():
     halves = [list(EpochBatches(100, 8, 1, 3, DistEnv(rank=r, world_size=2))) for r in (0, 1)]
     assert [a + b for a, b in zip(*halves)] == single
     assert single != list(EpochBatches(100, 8, seed=1, epoch=4, env=DistEnv()))  # new order each epoch
+
+
+def test_scale_warnings_name_each_setting_that_means_less_at_small_scale():
+    from run_configs import make_config
+
+    from stemsweep.train.scale import scale_warnings
+
+    quiet = make_config(**{"schedule.warmup_epochs": 1.0, "schedule.step": "iteration"})
+    assert scale_warnings(quiet, steps_per_epoch=625, train_images=1_281_167, test_images=50_000,
+                          ema_alpha=0.006) == []
+    warm = make_config(**{"schedule.warmup_epochs": 0.01, "schedule.step": "iteration"})
+    [short] = scale_warnings(warm, 20, 1280, 5000, 0.006)
+    assert short.startswith("schedule.warmup_epochs=0.01 is less than one of the 20 steps an epoch")
+    whole = make_config(epochs=1, **{"schedule.warmup_epochs": 0.5, "schedule.step": "epoch"})
+    assert any("keeps all of its 1 epoch at the warm-up lr" in w for w in scale_warnings(whole, 100, 6400, 5000, 0.1))
+    copy = scale_warnings(make_config(), 100, 6400, 5000, 1.0)
+    assert any(w.startswith("ema: α = min(1, alpha · batch / epochs · period) is 1") for w in copy)
+    stale = make_config(epochs=2, **{"schedule.warmup_epochs": 0.0})
+    [ema] = scale_warnings(stale, 64, 8192, 5000, 0.001)
+    assert "after its 6 updates (α=0.001, no warm-up) the EMA will still be 99% the untrained" in ema
+    [few] = scale_warnings(quiet, 625, 1_281_167, 500, 0.006)
+    assert few.startswith("the test errors are counted over 500 images (data.test_subset=None): each image "
+                          "is 0.2 points")
+
+
+def test_summary_takes_the_ema_error_only_from_epochs_whose_ema_is_mostly_trained():
+    from stemsweep.train.loop import summarise
+
+    rows = [{"epoch": 1, "test_error": 50.0, "ema_test_error": 89.0, "ema_initial_share": 0.5, "images_per_s": 1},
+            {"epoch": 2, "test_error": 40.0, "ema_test_error": 38.0, "ema_initial_share": 0.001, "images_per_s": 1}]
+    both = summarise({}, rows, "done", 1.0)
+    assert (both["best_ema_error"], both["final_ema_error"], both["study_error"], both["study_error_source"]) == (
+        38.0, 38.0, 38.0, "ema")
+    first = summarise({}, rows[:1], "done", 1.0)
+    assert (first["best_ema_error"], first["final_ema_error"], first["study_error"], first["study_error_source"]) == (
+        None, None, 50.0, "model")
+    off = summarise({}, [{**rows[0], "ema_test_error": None, "ema_initial_share": None}], "done", 1.0)
+    assert (off["study_error"], off["study_error_source"]) == (50.0, "model")
+    assert summarise({}, rows, "diverged", 1.0)["study_error"] is None

@@ -74,7 +74,8 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error") -> Pa
     if error in EMA_FALLBACK and len(table):
         no_ema = int((table[error].isna() & table["error"].notna()).sum())
         if no_ema:
-            lines[-1:-1] = [f"{no_ema} of the {len(table)} runs trained without an EMA: their own "
+            lines[-1:-1] = [f"{no_ema} of the {len(table)} runs have no EMA error (trained without an EMA, or "
+                            "with one still mostly the untrained initial model): their own "
                             f"`{EMA_FALLBACK[error]}` stands in for `{error}`."]
     lines += _runs_section(table)
     for dataset in sorted(set(table["dataset"])):
@@ -103,12 +104,13 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
         lines += ["_No runs found._", ""]
     else:
         counts = table.groupby(["dataset", "status"]).size().unstack(fill_value=0)
-        statuses = [s for s in ("done", "diverged", "running", "failed") if s in counts.columns]
+        statuses = [s for s in ("done", "diverged", "running", "resumable", "failed") if s in counts.columns]
         rows = [[dataset, *(str(counts.loc[dataset, s]) for s in statuses), str(counts.loc[dataset].sum())]
                 for dataset in counts.index]
         lines += _markdown_table(["data set", *statuses, "all"], rows)
         lines += ["Done runs are results; diverged runs are results too (a failed setting: drawn as crosses, "
-                  "counted in the EDF's runs, never within any Δ). Running and failed runs are left out.", ""]
+                  "counted in the EDF's runs, never within any Δ). Running, resumable (stopped by a signal, "
+                  "to be resumed) and failed runs are left out.", ""]
     lines += _cost_section(table)
     failed = table[table["status"] == "failed"]
     if len(failed):

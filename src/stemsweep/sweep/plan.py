@@ -204,10 +204,43 @@ def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]]
     return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
 
 
+def sweep_file_problem(name: str) -> str | None:
+    """What keeps sweeps/NAME.yaml from being read, in one line (file:line:column for YAML), or None.
+
+    Hydra would report a YAML error as a long traceback with the position on its last lines; every
+    entry point (`python -m stemsweep.run -m +sweeps=NAME`, `stemsweep plan`, `stemsweep status`)
+    checks the file first and says it in one line instead."""
+    import yaml
+
+    from stemsweep.config import SWEEPS_DIR
+
+    path = SWEEPS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+        return f"sweep {name!r} is not allowed: there is no {path}; the sweeps are: {names}"
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = ", ".join(part for part in (exc.context, exc.problem) if part)
+        return f"sweep file {where}: not valid YAML: {what}"
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return f"sweep file {path}: not valid YAML: {exc}".splitlines()[0]
+    if content is not None and not isinstance(content, dict):
+        return f"sweep file {path}: not allowed: a sweep file is a mapping (keys: defaults, hydra, …), not a " \
+               f"{type(content).__name__}"
+    return None
+
+
 def print_plan(sweep: str, overrides: Sequence[str]) -> int:
+    problem = sweep_file_problem(sweep)
+    if problem:
+        print(f"stemsweep plan: error: {problem}", file=sys.stderr)
+        return 2
     try:
         jobs, compose_job = compose_sweep(sweep, overrides)
-    except Exception as exc:  # a sweep file that does not parse or compose
+    except Exception as exc:  # a sweep file that does not compose (an unknown option, a bad override)
         print(f"stemsweep plan: error: sweep {sweep!r}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     for run in plan_runs(jobs, compose_job):

@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stemsweep.record.rundir import CorruptRecord, RunDir
 
 COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done", "latest", "best",
-           "job", "log"]
+           "restarts", "job", "log"]
 
 
-def run_state(run: RunDir, summary: dict[str, Any] | None) -> str:
+def run_state(run: RunDir, summary: dict[str, Any] | None, queued: Callable[[], set[str]] = set) -> str:
     """The record's status, except that a `running` record whose lock no live process holds was
-    interrupted (killed, preempted, timed out): launching it again resumes it."""
+    interrupted (killed), and a `resumable` one (stopped by a signal after a checkpoint) whose SLURM
+    job is back in the queue is `requeued`. Launched again, interrupted and resumable runs resume."""
     if summary is None:
         return "pending"
     if summary["status"] == "running" and not run.is_locked():
         return "interrupted"
+    if summary["status"] == "resumable" and summary.get("slurm_job_id") in queued():
+        return "requeued"
     return summary["status"]
 
 
-def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
+def restarts(summary: dict[str, Any]) -> str:
+    """How often the run was interrupted, and the last time: cause, the step it stopped after, the
+    steps that were lost (a hard kill loses those since its last checkpoint), where it resumed."""
+    interruptions = summary.get("interruptions") or []
+    if not interruptions:
+        return "-"
+    last = interruptions[-1]
+    text = f"{len(interruptions)} (last: {last['cause']} at step {last.get('step', '?')}"
+    if last.get("lost_steps"):
+        text += f", {last['lost_steps']} steps lost"
+    resumes = summary.get("resumes") or []
+    if resumes and resumes[-1]["at"] >= last["at"]:
+        text += f", resumed from step {resumes[-1]['from_global_step']}"
+    return text + ")"
+
+
+def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] = set) -> dict[str, Any]:
     try:
         summary = run.read_summary()
     except CorruptRecord as exc:
@@ -30,7 +51,7 @@ def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
     if summary is None:
         return {"signature": run.signature, "state": "pending", "model": overrides or None,
                 "job": run.submitted_job() or "-"}
-    state = run_state(run, summary)
+    state = run_state(run, summary, queued)
     latest = _ema_else_model(summary, "final")
     best = _ema_else_model(summary, "best")
     log = ""
@@ -43,7 +64,7 @@ def status_row(run: RunDir, overrides: str = "") -> dict[str, Any]:
         "optimizer": summary.get("optimizer"), "epochs": summary.get("epochs"),
         "lr": _number(summary.get("lr")), "wd": _number(summary.get("wd")), "state": state,
         "done": summary.get("epochs_done"), "latest": _pct(latest), "best": _pct(best),
-        "job": summary.get("slurm_job_id") or "-", "log": log,
+        "restarts": restarts(summary), "job": summary.get("slurm_job_id") or "-", "log": log,
     }
 
 
@@ -62,14 +83,15 @@ def _pct(value: float | None) -> str:
 
 
 def status_rows(path: str) -> list[dict[str, Any]]:
+    from stemsweep.sweep.plan import compose_sweep, plan_runs, slurm_queue
+
+    queued = functools.cache(slurm_queue)  # asked once, and only if some run is resumable
     root = Path(path)
     if root.is_dir():
-        return [status_row(RunDir(root, d.name)) for d in sorted(root.iterdir())
+        return [status_row(RunDir(root, d.name), queued=queued) for d in sorted(root.iterdir())
                 if d.is_dir() and not d.name.startswith(".")]
-    from stemsweep.sweep.plan import compose_sweep, plan_runs
-
     jobs, compose_job = compose_sweep(path, [])
-    return [status_row(RunDir(run.runs_root, run.signature), " ".join(run.overrides))
+    return [status_row(RunDir(run.runs_root, run.signature), " ".join(run.overrides), queued)
             for run in plan_runs(jobs, compose_job)]
 
 
@@ -87,9 +109,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def print_status(path: str) -> int:
-    if not Path(path).is_dir() and not (Path(__file__).resolve().parents[3] / "sweeps" / f"{path}.yaml").exists():
-        print(f"stemsweep status: error: {path} is neither a runs directory nor a sweep name in sweeps/",
-              file=sys.stderr)
-        return 2
+    from stemsweep.config import SWEEPS_DIR
+    from stemsweep.sweep.plan import sweep_file_problem
+
+    if not Path(path).is_dir():
+        if not (SWEEPS_DIR / f"{path}.yaml").exists():
+            print(f"stemsweep status: error: {path} is neither a runs directory nor a sweep name in sweeps/",
+                  file=sys.stderr)
+            return 2
+        if problem := sweep_file_problem(path):
+            print(f"stemsweep status: error: {problem}", file=sys.stderr)
+            return 2
     print(format_table(status_rows(path)))
     return 0

@@ -34,6 +34,7 @@ from stemsweep.train.distributed import DistEnv, StepAgreement, all_sum, barrier
 from stemsweep.train.ema import ModelEma, ema_alpha
 from stemsweep.train.interrupt import StopSignals
 from stemsweep.train.optim import build_optimizer
+from stemsweep.train.scale import scale_warnings
 from stemsweep.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,9 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         raise ValueError(f"batch_size={cfg.batch_size} is not allowed: larger than the "
                          f"{len(data.train)} training images")
     alpha = ema_alpha(cfg.ema.alpha, cfg.batch_size, cfg.epochs, cfg.ema.period, len(data.train))
+    summary["warnings"] = scale_warnings(cfg, iters_per_epoch, len(data.train), len(data.test), alpha)
+    for warning in summary["warnings"] if env.is_main else ():
+        log.warning(warning)
 
     # --- resume -----------------------------------------------------------------------------------
     metrics: list[dict[str, Any]] = []
