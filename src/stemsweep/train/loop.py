@@ -214,7 +214,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         start_step = state.get("step", 0)  # batches of epoch start_epoch already trained
         if start_step:
             resumed_sums, resumed_seconds = state["sums"], state["epoch_seconds"]
-    if state is not None or previous_status == "running":
+    if state is not None or previous_status in ("running", "resumable"):
         summary = _note_resume(summary, run, previous_status, which, start_epoch, start_step, iters_per_epoch)
     if state is not None:
         if env.is_main:

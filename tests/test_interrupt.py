@@ -1,0 +1,165 @@
+"""Signals and kills lose nothing: real runs in subprocesses, stopped mid-epoch, resumed, compared with
+the same run trained without interruption (docs/record.md, "Interruptions")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stemsweep.sweep.status import status_rows
+
+BASE = ["data.train_subset=1280", "data.test_subset=500", "batch_size=64", "threads=1", "logger=none",
+        "epochs=2"]  # 20 steps an epoch
+CASES = {  # every architecture; augmentation (per-image and per-batch draws) and DataLoader workers
+    "patch+paper-aug+workers": ["model=vit_xs", "stem=patch", "aug=paper", "data.num_workers=2"],
+    "conv": ["model=vit_xs", "stem=conv"],
+    "regnety+paper-aug": ["model=regnety_xs", "stem=none", "optimizer=sgd", "aug=paper"],
+}
+COMPARED = ("epoch", "train_loss", "train_error", "test_error", "ema_test_error", "lr")
+
+
+def start(runs: Path, case: str, *extra: str, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stemsweep.run", f"runs_root={runs}", *BASE, *CASES[case], *extra]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(runs: Path, case: str, *extra: str, log: Path) -> str:
+    proc = start(runs, case, *extra, log=log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    return log.read_text()
+
+
+def the_run(runs: Path) -> Path:
+    [run] = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def metrics(run: Path) -> list[dict]:
+    return [{k: row[k] for k in COMPARED} for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+def assert_equal_metrics(got: list[dict], expected: list[dict]) -> None:
+    assert len(got) == len(expected) == 2
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), (a, b)
+
+
+def trained_steps(runs: Path) -> int:
+    """What the training process's progress file says (0 before it has one)."""
+    for progress in runs.glob("*/progress"):
+        text = progress.read_text().split()
+        return int(text[0]) if text else 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The metrics of each case trained without interruption (each trained once, when first asked)."""
+    trained: dict[str, list[dict]] = {}
+
+    def metrics_of(case: str) -> list[dict]:
+        if case not in trained:
+            runs = tmp_path_factory.mktemp(f"reference-{case}")
+            finish(runs, case, log=runs / "train.log")
+            trained[case] = metrics(the_run(runs))
+        return trained[case]
+    return metrics_of
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninterrupted_metrics(tmp_path, case,
+                                                                                              reference):
+    log = tmp_path / "first.log"
+    proc = start(tmp_path, case, log=log)
+    wait_for(lambda: "epoch 1/2 [6/20]" in log.read_text(), proc, log)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert time.monotonic() - sent < 30, "it did not stop after the step it was in"
+    out = log.read_text()
+    assert "Traceback" not in out and "stemsweep: interrupted (SIGTERM)" in out, out[-2000:]
+    run = the_run(tmp_path)
+    s = summary(run)
+    [stop] = s["interruptions"]
+    assert s["status"] == "resumable" and stop["cause"] == "SIGTERM" and stop["lost_steps"] == 0, s
+    assert 6 <= stop["step"] < 20 and stop["epoch"] == 1  # mid-epoch 1
+    assert not (run / "metrics.jsonl").exists() or metrics(run) == []
+    assert [row["state"] for row in status_rows(str(tmp_path))] == ["resumable"]
+
+    again = finish(tmp_path, case, log=tmp_path / "again.log")
+    assert f"resuming {run.name} from checkpoint.pt after epoch 0, step {stop['step']}/20 of epoch 1" in again
+    s = summary(run)
+    assert s["status"] == "done" and s["resumes"][-1]["from_global_step"] == stop["step"]
+    assert_equal_metrics(metrics(run), reference(case))
+    [row] = status_rows(str(tmp_path))
+    assert row["state"] == "done" and row["restarts"] == f"1 (last: SIGTERM at step {stop['step']}, resumed from " \
+                                                         f"step {stop['step']})"
+
+
+def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference):
+    every = 3
+    log = tmp_path / "first.log"
+    proc = start(tmp_path, "conv", f"checkpoint.every_steps={every}", log=log)
+    wait_for(lambda: trained_steps(tmp_path) >= 8, proc, log)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    run = the_run(tmp_path)
+    trained = trained_steps(tmp_path)
+    assert summary(run)["status"] == "running"  # a hard kill leaves the record as it was
+
+    finish(tmp_path, "conv", f"checkpoint.every_steps={every}", log=tmp_path / "again.log")
+    s = summary(run)
+    [kill] = s["interruptions"]
+    resumed = s["resumes"][-1]["from_global_step"]
+    assert kill["cause"] == "killed" and kill["step"] == trained, kill
+    assert kill["lost_steps"] == trained - resumed and 0 <= kill["lost_steps"] <= every, (kill, resumed)
+    assert resumed % every == 0 and resumed > 0
+    assert_equal_metrics(metrics(run), reference("conv"))  # checkpoint.every_steps is not part of the identity
+
+
+@pytest.mark.parametrize("cut", ["latest", "both"])
+def test_a_cut_checkpoint_is_one_line_and_the_run_falls_back_to_the_previous(tmp_path, cut, reference):
+    log = tmp_path / "first.log"
+    proc = start(tmp_path, "conv", "checkpoint.every_steps=2", log=log)
+    wait_for(lambda: "epoch 1/2 [8/20]" in log.read_text(), proc, log)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    run = the_run(tmp_path)
+    cut_files = [run / "checkpoint.pt"] + ([run / "checkpoint.prev.pt"] if cut == "both" else [])
+    for path in cut_files:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # cut short, as a full disk or a copy gone wrong leaves it
+
+    out = finish(tmp_path, "conv", "checkpoint.every_steps=2", log=tmp_path / "again.log")
+    problems = [line for line in out.splitlines() if "not a readable checkpoint" in line]
+    assert len(problems) == len(cut_files), out
+    assert all("Traceback" not in line and str(run) in line for line in problems)
+    assert "checkpoint.pt: not a readable checkpoint" in problems[0]
+    assert "falling back to checkpoint.prev.pt" in problems[0]
+    if cut == "latest":
+        assert f"resuming {run.name} from checkpoint.prev.pt after epoch 0, step " in out
+    else:
+        assert f"restarting {run.name} from its first step: it has no readable checkpoint" in out
+    assert summary(run)["status"] == "done"
+    assert_equal_metrics(metrics(run), reference("conv"))
