@@ -130,7 +130,12 @@ def run(cfg_dict: DictConfig) -> float | None:
             summary = _train_and_record(cfg, run_dir, summary, env, stop, previous and previous["status"])
             if summary["status"] == "resumable":
                 shutdown(env)
-                stop.end_process()  # requeues (SLURM) or raises RunInterrupted; the lock is let go
+
+                def recorded(cause: str) -> None:
+                    summary["interruptions"][-1]["cause"] = cause
+                    if env.is_main:
+                        run_dir.write_summary(summary)
+                stop.end_process(recorded)  # requeues (SLURM) or raises RunInterrupted; the lock is let go
     shutdown(env)
     return study_error(summary)
 

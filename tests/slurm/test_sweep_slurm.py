@@ -2,7 +2,7 @@
 hydra/launcher=slurm` in a subprocess (jobs inherit PATH, so they find the cluster's scontrol shim).
 
 One detached, capped 2-run sweep is launched once per module and observed while it runs; several tests
-read what it left. A second sweep is preempted mid-training and must finish by resuming.
+read what it left. Preemption, time-outs and requeues: tests/slurm/test_interrupt_slurm.py.
 """
 
 from __future__ import annotations
@@ -174,56 +174,3 @@ def test_relaunching_a_finished_sweep_submits_nothing(detached_sweep):
     assert "submitted" not in out and "#0 :" not in out, out  # the launcher was not called at all
     assert submitted_jobs(detached_sweep.sweep_dir) == before
     assert {run.name: summary(run)["updated"] for run in run_dirs(detached_sweep.runs)} == updated
-
-
-def preempt(job: str) -> None:
-    """As SLURM preempts (SIGTERM, then USR2), with a gap: see tests/slurm/test_cluster.py."""
-    subprocess.run(["scancel", "--signal=TERM", job], check=True)
-    time.sleep(1)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)
-
-
-def test_a_preempted_run_is_requeued_and_resumes_its_checkpoint_and_its_wandb_run(slurm_cluster, tmp_path):
-    # vit_xs asks for timeout_min=60: with <= 10 submitit would read USR2 as a time-out, not a preemption.
-    runs, sweep_dir, output = tmp_path / "runs", tmp_path / "sweep", tmp_path / "sweep.out"
-    epochs = 5
-    proc = sweep(runs, sweep_dir, "stem=conv", f"epochs={epochs}", "data.train_subset=512", "logger=wandb",
-                 output=output)  # a blocking sweep: it must wait through the requeue
-    run = job = None
-    states = []  # the run's state in `stemsweep status` from the preemption on
-    try:
-        deadline = time.monotonic() + 120
-        while not (run and metrics(run)):  # epoch 1 checkpointed
-            assert proc.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, "no epoch finished in 120 s"
-            run = next(iter(run_dirs(runs)), None) if runs.exists() else None
-            time.sleep(0.2)
-        job = summary(run)["slurm_job_id"]
-        preempt(job)
-        assert len(metrics(run)) < epochs, "the run finished before it could be preempted"
-        deadline = time.monotonic() + 240
-        while proc.poll() is None:
-            assert time.monotonic() < deadline, f"the sweep did not end in 240 s: {output.read_text()}"
-            states.append(status_table(runs)[run.name])
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            if job:
-                subprocess.run(["scancel", job], check=False)
-    assert proc.returncode == 0, output.read_text()
-    # Killed, its record still says running but no process holds its lock; then it runs again.
-    assert "interrupted" in states and states[states.index("interrupted"):].count("running") > 0, states
-
-    s = summary(run)
-    assert s["status"] == "done" and s["epochs_done"] == epochs and s["slurm_job_id"] == job, s
-    assert [m["epoch"] for m in metrics(run)] == list(range(1, epochs + 1))
-    assert "Restarts=1" in scontrol(job), scontrol(job)
-    log = (sweep_dir / "0" / "run.log").read_text()  # Hydra's job log, appended to by both starts
-    resumed = re.search(rf"resuming {run.name} from its checkpoint after epoch (\d+)", log)
-    assert resumed and 1 <= int(resumed.group(1)) < epochs, log
-    assert log.count("epoch 1/5:") == 1, "epoch 1 was trained again"
-    # One W&B run: each start opened (offline) the run whose id is the signature.
-    wandb_runs = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(wandb_runs) == 2, wandb_runs
-    assert all(p.name.endswith(f"-{run.name}") for p in wandb_runs), wandb_runs

@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -57,9 +58,11 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        self._previous.clear()
 
     def _received(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
@@ -87,16 +90,21 @@ class StopSignals:
             return "time-out" if handler.has_timed_out() else "preemption"
         return self.name or "unknown"
 
-    def end_process(self) -> None:
-        """After the checkpoint is written: end this process as the signal asks (see the module)."""
+    def end_process(self, recorded: Callable[[str], None]) -> None:
+        """After the checkpoint is written and the record says why (see the module): end this process
+        as the signal asks. `recorded(cause)` corrects the record's cause when a USR signal followed
+        a SIGTERM (a preemption delivered as TERM, then USR2)."""
         assert self.signum is not None
         handler = self._submitit_handler()
         if handler is not None:
             if self.signum == signal.SIGTERM:
                 self._wait_for_slurm()  # returns only if a USR signal arrived meanwhile
+                recorded(self.cause())
             if self.signum in REQUEUE_SIGNALS:
-                # submitit's handler requeues once and exits with SystemExit (or raises
+                # submitit's handlers again (its SIGTERM one ignores the SIGTERM that the requeue itself
+                # sends); its USR handler requeues once and exits with SystemExit (or raises
                 # UncompletedJobError past max_num_timeout); on ranks other than 0 it returns.
+                self._restore()
                 handler.checkpoint_and_try_requeue(self.signum)
                 raise SystemExit(0)
         raise RunInterrupted(self.signum)
@@ -110,7 +118,7 @@ class StopSignals:
     def _submitit_handler(self) -> Any:
         """submitit's SignalHandler when this process is a submitit job (it registered one for its
         preemption signal before the job started), else None."""
-        for signum in REQUEUE_SIGNALS:
+        for signum in (*REQUEUE_SIGNALS, signal.SIGTERM):
             handler = getattr(self._previous.get(signum), "__self__", None)
             if type(handler).__name__ == "SignalHandler" and hasattr(handler, "checkpoint_and_try_requeue"):
                 return handler
