@@ -34,6 +34,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from stemsweep.analysis.export import export_runs
+
+    count = export_runs(args.runs, args.out)
+    print(f"{count} runs exported to {args.out} (their records and {args.out}/runs.csv)")
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from stemsweep.analysis.tune import write_tuning
 
@@ -65,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--error", default="best_ema_error", help="which error column the analyses use")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("export", help="the runs' records without checkpoints or W&B files, and runs.csv: "
+                                      "small enough to commit, readable by report and status")
+    p.add_argument("runs", nargs="+", help="runs directories")
+    p.add_argument("--out", required=True, help="output directory, e.g. results/mini-study")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("tune", help="each model's best lr/wd from lr/wd sweeps, as a conf/tuning/ option")
     p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
