@@ -3,28 +3,21 @@
 #   1. mini_lrwd_adamw, mini_lrwd_sgd: 16 (lr, wd) draws per model, 1 epoch;
 #   2. stemsweep tune: each model's best draw per optimizer → conf/tuning/mini.yaml;
 #   3. mini_training_length, mini_optimizer (3 seeds a point), mini_peak at the tuned values;
-#   4. stemsweep report → docs/mini-study/.
+#   4. stemsweep export → results/mini-study/ (the records, committed), stemsweep report from them →
+#      docs/mini-study/.
 # Resumable: launched again, a sweep skips its finished runs and resumes broken ones from their
 # checkpoints, and tuning gives the same values from the same runs. Each step's wall time is appended
-# to $OUT/wall_time.csv (a resumed step records only the time of that invocation).
+# to $RESULTS/wall_time.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/mini-study}
+RESULTS=${RESULTS:-results/mini-study}
 OUT=${OUT:-docs/mini-study}
 JOBS=${JOBS:-2}        # runs at once
 THREADS=${THREADS:-1}  # torch threads per run: JOBS × THREADS = the cores to use
 export WANDB_MODE=${WANDB_MODE:-offline}
-mkdir -p "$OUT"
-[ -f "$OUT/wall_time.csv" ] || echo "step,started_utc,wall_s,jobs,threads" > "$OUT/wall_time.csv"
-
-timed() {  # timed STEP COMMAND...: run it and append its wall time
-  local step=$1 start; shift
-  start=$(date +%s)
-  echo "== $step: $*"
-  "$@"
-  echo "$step,$(date -u -d "@$start" +%FT%TZ),$(( $(date +%s) - start )),$JOBS,$THREADS" >> "$OUT/wall_time.csv"
-}
+source scripts/study-steps.sh
 
 sweep() {
   timed "$1" "$PY" -m stemsweep.run -m "+sweeps=$1" "runs_root=$RUNS" hydra/launcher=local_parallel \
@@ -37,4 +30,4 @@ timed tune "$PY" -m stemsweep.cli tune "$RUNS" --sweeps mini_lrwd_adamw mini_lrw
 sweep mini_training_length
 sweep mini_optimizer
 sweep mini_peak
-timed report "$PY" -m stemsweep.cli report "$RUNS" --out "$OUT"
+export_and_report
