@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # This machine serves these two releases from its own disk; pyproject.toml only asks for compatible ranges.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# TorchCodec's JPEG decoders (libjpeg-turbo, nvjpeg) for the GPU input pipeline; this release imports
+# and decodes with torch 2.14.1 here.
+CODEC_PIN := torchcodec==0.17.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup test test-fast demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
@@ -17,7 +20,7 @@ $(VENV)/.stamp-torch:
 	touch $@
 
 $(VENV)/.stamp-deps: $(VENV)/.stamp-torch pyproject.toml
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,gpu]' $(CODEC_PIN)
 	touch $@
 
 # The embedded default dataset: Debian's Fashion-MNIST package (real images, MIT licence).

@@ -188,6 +188,10 @@ class DataConfig:
     num_train: int = 512  # synthetic only
     num_test: int = 256  # synthetic only
     num_workers: int = 0  # DataLoader workers; not part of a run's identity
+    # Where images are decoded and augmented: cpu (DataLoader workers), gpu (workers read bytes; the
+    # training device decodes and augments whole batches: image folders only), auto (gpu with CUDA and
+    # an image folder, else cpu). The same augmentation either way; not part of a run's identity.
+    pipeline: str = "auto"
     download: bool = False  # fashion_mnist only: let torchvision fetch it where a network exists
 
     def __post_init__(self) -> None:
@@ -209,6 +213,10 @@ class DataConfig:
                 f"data.{name}={value} is not allowed: a positive integer or null",
             )
         _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} is not allowed: an integer >= 0")
+        _one_of("data.pipeline", self.pipeline, ["auto", "cpu", "gpu"])
+        _require(self.pipeline != "gpu" or self.name in ("imagenet", "imagenet21k"),
+                 f"data.pipeline=gpu is not allowed with data={self.name}: the GPU pipeline decodes the JPEG "
+                 "files of an image folder (data=imagenet, imagenet21k); use data.pipeline=cpu or auto")
 
 
 NATIVE_IMAGE_SIZE = {"fashion_mnist": 28}  # the size a data set's images have when data.image_size is null

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, Subset
 
 from stemsweep.config import AugConfig, ConfigError, DataConfig
@@ -18,7 +19,9 @@ SYNTHETIC_CLASSES, SYNTHETIC_SIZE = 10, 32  # when data.num_classes / data.image
 
 @dataclass
 class DataBundle:
-    """The two splits (items: float32 CHW normalised image, int label) and their shape."""
+    """The two splits and their shape. With the CPU pipeline an item is (float32 CHW normalised image,
+    int label); with the device pipeline (data/device_pipeline.py) it is encoded, and `to_device`
+    decodes and augments a whole batch on the training device."""
 
     train: Dataset
     test: Dataset
@@ -27,15 +30,40 @@ class DataBundle:
     image_size: int  # the training resolution
     test_image_size: int
     name: str
+    pipeline: str = "cpu"  # cpu | gpu
+    collate: Callable | None = None  # the DataLoaders' collate_fn (None: PyTorch's default)
+    on_device: tuple[Callable, Callable] | None = None  # the device pipeline's (train, test) batch transforms
+
+    def to_device(self, batch, device: torch.device, channels_last: bool, train: bool):
+        """A loader's batch as the model's input and the labels, on `device`."""
+        if self.on_device is not None:
+            return self.on_device[0 if train else 1](batch, device, channels_last)
+        images, labels = batch
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(device, non_blocking=True)
 
 
-def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None) -> DataBundle:
+FOLDER_DATASETS = ("imagenet", "imagenet21k")  # ImageNet-style folders of image files
+
+
+def resolve_pipeline(data: DataConfig, device_type: str) -> str:
+    """data.pipeline=auto: the device pipeline where it helps, a CUDA device and an image folder."""
+    if data.pipeline != "auto":
+        return data.pipeline
+    return "gpu" if device_type == "cuda" and data.name in FOLDER_DATASETS else "cpu"
+
+
+def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
+               device_type: str = "cpu") -> DataBundle:
     """train_res / test_res: the model's own resolutions, used for ImageNet when data.image_size /
-    data.test_image_size are null. Small data sets keep their own size unless data.image_size is set."""
+    data.test_image_size are null. Small data sets keep their own size unless data.image_size is set.
+    `device_type` is the training device's, for data.pipeline=auto."""
     if data.name == "fashion_mnist":
         bundle = _fashion_mnist(data, aug)
-    elif data.name in ("imagenet", "imagenet21k"):  # both ImageNet-style folders
-        bundle = _imagenet(data, aug, train_res, test_res)
+    elif data.name in FOLDER_DATASETS:
+        bundle = _imagenet(data, aug, train_res, test_res, resolve_pipeline(data, device_type))
     else:
         bundle = _synthetic(data, aug)
     bundle.train = _subset(bundle.train, data.train_subset, data.subset_seed, "data.train_subset")
@@ -56,7 +84,8 @@ def _fashion_mnist(data: DataConfig, aug: AugConfig) -> DataBundle:
     return DataBundle(train, test, fashion_mnist.NUM_CLASSES, 1, size, test_size, data.name)
 
 
-def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None) -> DataBundle:
+def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
+              pipeline: str) -> DataBundle:
     size = data.image_size or train_res
     if size is None:
         raise ConfigError("data.image_size=null is not allowed for data=imagenet with a model that has no "
@@ -69,7 +98,15 @@ def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res:
     own_resolution = data.image_size is None and data.test_image_size is None
     test_resize = test_res if own_resolution and test_res and test_res > test_size else None
     train, test = load_imagenet(data.root, aug, size, test_size, test_resize)
-    return DataBundle(train, test, len(train.classes), 3, size, test_size, data.name)
+    if pipeline == "cpu":
+        return DataBundle(train, test, len(train.classes), 3, size, test_size, data.name)
+    from stemsweep.data.device_pipeline import DeviceBatches, EncodedImages, collate_encoded
+
+    encoded = [EncodedImages(split.samples, split.classes, split.transform, train=split is train)
+               for split in (train, test)]
+    return DataBundle(*encoded, len(train.classes), 3, size, test_size, data.name, pipeline="gpu",
+                      collate=collate_encoded,
+                      on_device=(DeviceBatches(train.transform), DeviceBatches(test.transform)))
 
 
 def _synthetic(data: DataConfig, aug: AugConfig) -> DataBundle:

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from stemsweep.config import AugConfig, CheckpointConfig, RunConfig
-from stemsweep.data import build_data
+from stemsweep.data import DataBundle, build_data
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
 from stemsweep.models import SIZES, build_model, model_complexity
 from stemsweep.record.checkpoint import load_checkpoint, load_latest, remove_previous
@@ -85,29 +85,22 @@ def batch_mixer(aug: AugConfig, num_classes: int):
 
 
 @torch.no_grad()
-def top1_error(model: nn.Module, data: Dataset, cfg: RunConfig, device: torch.device, env: DistEnv,
+def top1_error(model: nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, env: DistEnv,
                channels_last: bool) -> float:
     """Top-1 error in percent over the whole test set, each process counting its share."""
     model.eval()
-    shard = list(range(env.rank, len(data), env.world_size))
-    loader = DataLoader(torch.utils.data.Subset(data, shard), batch_size=cfg.eval_batch_size,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    shard = list(range(env.rank, len(data.test), env.world_size))
+    loader = DataLoader(torch.utils.data.Subset(data.test, shard), batch_size=cfg.eval_batch_size,
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", collate_fn=data.collate)
     counts = torch.zeros(2, dtype=torch.float64, device=device)
-    for images, labels in loader:
-        images, labels = _to_device(images, labels, device, channels_last)
+    for batch in loader:
+        images, labels = data.to_device(batch, device, channels_last, train=False)
         with _autocast(cfg, device):
             logits = model(images)
         counts[0] += (logits.argmax(1) != labels).sum()
         counts[1] += labels.numel()
     wrong, total = all_sum(counts, env).tolist()
     return 100.0 * wrong / total
-
-
-def _to_device(images, labels, device, channels_last):
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
 
 
 def _autocast(cfg: RunConfig, device: torch.device):
@@ -182,7 +175,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         # Input shapes are fixed for a run, so cuDNN's per-shape algorithm search pays off (the conv
         # stems, RegNetY); the authors' pycls turns it on by default too (CUDNN.BENCHMARK).
         torch.backends.cudnn.benchmark = True
-    data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res)
+    data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res,
+                      device.type)
     _require_divisible(cfg.batch_size, env)
     built = build(cfg, data, device, env)
     model, ema, optimizer = built.model, built.ema, built.optimizer
@@ -190,7 +184,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     mixer = batch_mixer(cfg.aug, data.num_classes)
     stem = None if cfg.stem.name == "none" else cfg.stem.name
     summary = {**summary, **model_complexity(cfg.model.size, stem, data.num_classes, data.in_chans,
-                                             data.image_size), "dataset": data.name}
+                                             data.image_size), "dataset": data.name, "data_pipeline": data.pipeline}
     iters_per_epoch = len(data.train) // cfg.batch_size
     if iters_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is not allowed: larger than the "
@@ -262,7 +256,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
             first = start_step if epoch == start_epoch else 0
             batches = EpochBatches(len(data.train), cfg.batch_size, cfg.seed, epoch, env, start=first)
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
+                                pin_memory=device.type == "cuda", persistent_workers=False, collate_fn=data.collate)
             trained.train()
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, wrong, n
             seconds_before = 0.0
@@ -271,13 +265,13 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                     sums += torch.tensor(resumed_sums, dtype=torch.float64, device=device)
                 seconds_before = resumed_seconds
             epoch_start = time.monotonic()
-            for i, (images, labels) in enumerate(loader, start=first):
+            for i, batch in enumerate(loader, start=first):
                 step = epoch * iters_per_epoch + i
                 factor = lr_factor(cfg.schedule, epoch + i / iters_per_epoch, cfg.epochs)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
 
-                images, labels = _to_device(images, labels, device, built.channels_last)
+                images, labels = data.to_device(batch, device, built.channels_last, train=True)
                 targets = labels
                 if mixer is not None:
                     seed_torch(batch_seed(cfg.seed, epoch, i, env.rank))
@@ -331,8 +325,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "train_error": 100.0 * wrong / seen,
-                "test_error": top1_error(model, data.test, cfg, device, env, built.channels_last),
-                "ema_test_error": (top1_error(ema.module, data.test, cfg, device, env, built.channels_last)
+                "test_error": top1_error(model, data, cfg, device, env, built.channels_last),
+                "ema_test_error": (top1_error(ema.module, data, cfg, device, env, built.channels_last)
                                    if ema is not None else None),
                 "ema_initial_share": ema.initial_share if ema is not None else None,
                 "lr": optimizer.param_groups[0]["lr"],
