@@ -139,9 +139,9 @@ def step_command(args) -> dict:
     peak = statistics.median(gemm)
     rows = []
     what = "bf16 matmul" if device.type == "cuda" else "fp32 matmul"
-    print(f"\n{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}: training step at {image}², batch "
-          f"{args.batch}, {args.steps} steps × {args.rounds} rounds{f', torch.compile ({args.compile})' if args.compile else ''}; "
-          f"{what} {peak / 1e12:.1f} TFLOP/s ({args.gemm}²)")
+    compiled = f", torch.compile ({args.compile})" if args.compile else ""
+    print(f"\n{_device_name(device)}: training step at {image}², batch {args.batch}, {args.steps} steps × "
+          f"{args.rounds} rounds{compiled}; {what} {peak / 1e12:.1f} TFLOP/s ({args.gemm}²)")
     print(f"| model | images/s (median, min–max) | training TFLOP/s | MFU vs {what} |")
     print("|---|---|---|---|")
     for m in models:
