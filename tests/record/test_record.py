@@ -26,6 +26,7 @@ def test_signature_is_short_and_stable():
 @pytest.mark.parametrize("key,value", [
     ("runs_root", "/elsewhere"), ("data.num_workers", 8), ("logger.name", "wandb"), ("sweep", "optimizer"),
     ("device", "cpu"), ("compile", True), ("threads", 1), ("model.resources.gpus", 8), ("retry", True),
+    ("amp", False), ("data.pipeline", "cpu"), ("checkpoint.every_min", 1.0), ("checkpoint.every_steps", 50),
 ])
 def test_paths_workers_logging_and_launching_are_not_identity(key, value):
     assert signature(**{key: value}) == signature()
