@@ -1,7 +1,6 @@
 """What a model's `resources` ask SLURM for: one task per GPU, so that each GPU gets its own DDP process."""
 
 from hydra_plugins.stemsweep_plugins.slurm_launcher import slurm_parameters
-
 from stemsweep.config import Resources
 
 
