@@ -118,7 +118,7 @@ def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_pa
         for run in runs:  # if the test failed: no orphan left training for the rest of the suite
             if run.is_locked():
                 os.kill(int(run.lock_holder().split()[1]), signal.SIGKILL)
-    assert sweep_process.returncode == 130 and "SIGTERM: stopping the sweep" in out, out
+    assert sweep_process.returncode == 128 + signal.SIGTERM and "SIGTERM: stopping the sweep" in out, out
     assert "Traceback" not in out and "launched again, the unfinished runs resume" in out, out
     for row in status_rows(tmp_path):
         assert row["state"] == "interrupted", row

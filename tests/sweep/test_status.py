@@ -83,7 +83,7 @@ def test_the_table_has_one_line_per_run_and_counts_them(runs, capsys):
     assert cli(["status", str(runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done",
-                                "latest", "best", "job", "log"]
+                                "latest", "best", "restarts", "job", "log"]
     assert len(lines) == 1 + 8 + 1
     assert lines[-1] == "8 runs: 1 corrupt, 1 diverged, 1 done, 2 failed, 1 interrupted, 1 pending, 1 running"
     failed = next(line for line in lines if line.startswith("aaaaaaaaa4")).split()
