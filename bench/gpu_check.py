@@ -117,7 +117,7 @@ def step_command(args) -> dict:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     image = args.image
-    models = trained_models(args, device, image)
+    models = [m for m in trained_models(args, device, image) if args.only is None or args.only in m.name]
     x = torch.randn(args.batch, 3, image, image, device=device)
     y = torch.randint(0, 1000, (args.batch,), device=device)
     for m in models:  # warm-up: cuDNN's search, compilation, optimizer state
@@ -267,6 +267,7 @@ def main() -> None:
     step.add_argument("--gemm", type=int, default=8192)
     step.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                       help="torch.compile the models (inductor; the dry run checks the path with 'eager')")
+    step.add_argument("--only", help="only the models whose name contains this, e.g. ViT_C")
     pipeline = sub.choices["pipeline"]
     pipeline.add_argument("--root", required=True)
     pipeline.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
