@@ -1,7 +1,8 @@
 """Preemption, signals, time-outs and requeues on the real local SLURM: the job stops after the step in
 flight, writes a mid-epoch checkpoint, is requeued once and ends with the uninterrupted run's metrics,
 in one W&B run. Sweeps are launched as a user does (`python -m stemsweep.run -m hydra/launcher=slurm`),
-blocking, so the sweep itself must wait through the requeue."""
+blocking, so the sweep itself must wait through the requeue. The four sweeps run side by side (the
+node advertises 4 CPUs), each interrupted once it has trained 5 steps; the tests read what they left."""
 
 from __future__ import annotations
 
@@ -72,26 +73,16 @@ class BlockingSweep:
         self.states: list[str] = []
         self.run: Path | None = None
         self.job: str | None = None
+        self.interrupted_after: int | None = None  # the steps trained when it was interrupted
 
-    def wait_until(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert self.proc.poll() is None, f"the sweep ended before {what}:\n{self.output.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not {what} in {timeout} s:\n{self.output.read_text()[-3000:]}"
-            self.run = self.run or the_run(self.runs)
-            time.sleep(0.1)
-        self.job = summary(self.run)["slurm_job_id"]
-
-    def trained(self, steps: int) -> bool:
-        return trained_steps(self.run or the_run(self.runs)) >= steps
-
-    def wait_for_end(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"the sweep did not end in {timeout} s: {self.output.read_text()}"
+    def poll(self) -> bool:
+        """Look once: find the run and its job, note its state; True while the sweep runs."""
+        self.run = self.run or the_run(self.runs)
+        if self.run and (self.run / "summary.json").exists():
+            self.job = self.job or summary(self.run)["slurm_job_id"]
             [row] = status_rows(str(self.runs))
             self.states.append(row["state"])
-            time.sleep(0.2)
+        return self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -101,6 +92,9 @@ class BlockingSweep:
 
     def job_log(self) -> str:
         return (self.sweep_dir / "0" / "run.log").read_text()  # Hydra's job log, appended to by each start
+
+    def tail(self) -> str:
+        return self.output.read_text()[-3000:]
 
 
 def preempt(job: str) -> None:
@@ -116,24 +110,41 @@ INTERRUPTIONS = {  # how: (what is done to the running job, the cause the record
                               "preemption"),
     "scontrol requeue": (lambda job: subprocess.run(["scontrol", "requeue", job], check=True), "SIGTERM"),
 }
+TIME_OUT = "a 1-minute time limit"
+EPOCHS_TIMED_OUT = 6  # ~20k images: longer than the 60 s a start can get, on any machine like this one
+
+
+@pytest.fixture(scope="module")
+def sweeps(slurm_cluster, tmp_path_factory) -> dict[str, BlockingSweep]:
+    """Each way of interrupting a job, and a job shorter than its run, at once; all run to their end."""
+    started = {how: BlockingSweep(tmp_path_factory.mktemp("interrupt")) for how in INTERRUPTIONS}
+    # A 1-minute limit, the signal 30 s before it (SLURM checks limits every 30 s): each start trains for
+    # 30-60 s; the run needs longer. submitit counts each such stop against max_num_timeout (20).
+    started[TIME_OUT] = BlockingSweep(tmp_path_factory.mktemp("timeout"), "data.train_subset=3200",
+                                      f"epochs={EPOCHS_TIMED_OUT}", "hydra.launcher.timeout_min=1",
+                                      "hydra.launcher.signal_delay_s=30")
+    deadline = time.monotonic() + 600
+    try:
+        while [sweep.poll() for sweep in started.values()].count(True):
+            for how, (interrupt, _) in INTERRUPTIONS.items():
+                sweep = started[how]
+                if sweep.interrupted_after is None and sweep.job and trained_steps(sweep.run) >= 5:
+                    sweep.interrupted_after = trained_steps(sweep.run)
+                    interrupt(sweep.job)  # vit_xs asks for 60 min: USR2 reads as a preemption, not a time-out
+                    assert sweep.interrupted_after < 20, "the first epoch ended before the job was interrupted"
+            assert time.monotonic() < deadline, {how: sweep.tail() for how, sweep in started.items()}
+            time.sleep(0.2)
+    finally:
+        for sweep in started.values():
+            sweep.stop()
+    return started
 
 
 @pytest.mark.parametrize("how", list(INTERRUPTIONS))
-def test_an_interrupted_job_is_requeued_once_and_ends_as_if_never_interrupted(slurm_cluster, tmp_path, how,
-                                                                            uninterrupted):
-    interrupt, cause = INTERRUPTIONS[how]
-    # vit_xs asks for timeout_min=60: with <= 10 submitit would read USR2 as a time-out, not a preemption.
-    sweep = BlockingSweep(tmp_path)
-    try:
-        sweep.wait_until(lambda: sweep.trained(5), 120, "5 steps trained")
-        interrupt(sweep.job)
-        assert trained_steps(sweep.run) < 20, "the first epoch ended before the job was interrupted"
-        sweep.wait_for_end(240)
-    finally:
-        sweep.stop()
-    assert sweep.proc.returncode == 0, sweep.output.read_text()[-3000:]
+def test_an_interrupted_job_is_requeued_once_and_ends_as_if_never_interrupted(sweeps, how, uninterrupted):
+    sweep, cause = sweeps[how], INTERRUPTIONS[how][1]
+    assert sweep.proc.returncode == 0, sweep.tail()
     run, job = sweep.run, sweep.job
-
     s = summary(run)
     [stop] = s["interruptions"]
     assert stop["cause"] == cause and stop["lost_steps"] == 0 and stop["slurm_job_id"] == job, stop
@@ -156,21 +167,11 @@ def test_an_interrupted_job_is_requeued_once_and_ends_as_if_never_interrupted(sl
     assert len(pieces) == 2 and all(p.name.endswith(f"-{run.name}") for p in pieces), pieces
 
 
-def test_a_job_shorter_than_its_run_is_signalled_before_its_time_limit_requeued_and_finishes(slurm_cluster,
-                                                                                             tmp_path):
-    # A 1-minute limit, the signal 30 s before it (SLURM checks limits every 30 s): each start trains for
-    # 30-60 s; the run needs longer. submitit counts each such stop against max_num_timeout (20).
-    epochs = 4
-    sweep = BlockingSweep(tmp_path, "data.train_subset=3200", f"epochs={epochs}", "hydra.launcher.timeout_min=1",
-                          "hydra.launcher.signal_delay_s=30")
-    try:
-        sweep.wait_until(lambda: sweep.trained(1), 120, "a step trained")
-        sweep.wait_for_end(420)
-    finally:
-        sweep.stop()
-    assert sweep.proc.returncode == 0, sweep.output.read_text()[-3000:]
+def test_a_job_shorter_than_its_run_is_signalled_before_its_time_limit_requeued_and_finishes(sweeps):
+    sweep = sweeps[TIME_OUT]
+    assert sweep.proc.returncode == 0, sweep.tail()
     s = summary(sweep.run)
-    assert s["status"] == "done" and [m["epoch"] for m in metrics(sweep.run)] == list(range(1, epochs + 1))
+    assert s["status"] == "done" and [m["epoch"] for m in metrics(sweep.run)] == list(range(1, EPOCHS_TIMED_OUT + 1))
     stops = s["interruptions"]
     assert stops and {stop["cause"] for stop in stops} == {"time-out"}, stops
     assert all(stop["lost_steps"] == 0 for stop in stops)
@@ -179,5 +180,5 @@ def test_a_job_shorter_than_its_run_is_signalled_before_its_time_limit_requeued_
     # One requeue per stop; one more where the signal came while the finished run's process was ending
     # (the requeued job then finds the run done).
     assert len(stops) <= restarts <= len(stops) + 1, (restarts, stops)
-    assert sweep.job_log().count(f"epoch 1/{epochs}:") == 1, "epoch 1 was trained again"
+    assert sweep.job_log().count(f"epoch 1/{EPOCHS_TIMED_OUT}:") == 1, "epoch 1 was trained again"
     assert "TimeLimit=00:01:00" in scontrol(sweep.job)
