@@ -115,27 +115,27 @@ def run(cfg_dict: DictConfig) -> float | None:
         return study_error(previous) if previous["status"] != "failed" else None
 
     lock = run_dir.lock() if env.is_main else contextlib.nullcontext(True)
-    with lock as acquired:
-        if not broadcast_flag(acquired, env, device):
-            log.warning("run %s is being trained by another process (%s); not training it twice",
-                        signature, run_dir.lock_holder())
-            return None
-        summary = base_summary(cfg, identity)
-        if previous:  # the run's history of interruptions and resumes goes on
-            summary.update({key: previous[key] for key in ("interruptions", "resumes") if key in previous})
-        if env.is_main:
-            run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-            run_dir.write_summary(summary)
-        with StopSignals() as stop:
+    with StopSignals() as stop:
+        with lock as acquired:
+            if not broadcast_flag(acquired, env, device):
+                log.warning("run %s is being trained by another process (%s); not training it twice",
+                            signature, run_dir.lock_holder())
+                return None
+            summary = base_summary(cfg, identity)
+            if previous:  # the run's history of interruptions and resumes goes on
+                summary.update({key: previous[key] for key in ("interruptions", "resumes") if key in previous})
+            if env.is_main:
+                run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+                run_dir.write_summary(summary)
             summary = _train_and_record(cfg, run_dir, summary, env, stop, previous and previous["status"])
-            if summary["status"] == "resumable":
-                shutdown(env)
+        if summary["status"] == "resumable":  # checkpointed and recorded; the lock is let go
+            shutdown(env)
 
-                def recorded(cause: str) -> None:
-                    summary["interruptions"][-1]["cause"] = cause
-                    if env.is_main:
-                        run_dir.write_summary(summary)
-                stop.end_process(recorded)  # requeues (SLURM) or raises RunInterrupted; the lock is let go
+            def recorded(cause: str) -> None:
+                summary["interruptions"][-1]["cause"] = cause
+                if env.is_main:
+                    run_dir.write_summary(summary)
+            stop.end_process(recorded)  # requeues (SLURM), or raises RunInterrupted
     shutdown(env)
     return study_error(summary)
 

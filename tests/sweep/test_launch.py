@@ -94,7 +94,8 @@ def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parall
 
 def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_path):
     # The runs train in joblib's worker processes. `kill SWEEP_PID` used to leave them training on,
-    # orphaned; now it stops them as Ctrl-C does, and leaves the runs resumable.
+    # orphaned; now the sweep passes the SIGTERM on to them, they stop after the step in flight with a
+    # checkpoint, and then the sweep stops: the runs are resumable, nothing trained is lost.
     cmd = [sys.executable, "-m", "stemsweep.run", "-m", f"runs_root={tmp_path}", *TINY, "epochs=200",
            "seed=0,1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
     env = {**os.environ, "WANDB_MODE": "offline"}
@@ -102,7 +103,7 @@ def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_pa
     try:
         runs = []
         deadline = time.monotonic() + 120
-        while len([r for r in runs if r.is_locked()]) < 2:  # both runs training, in their workers
+        while len([r for r in runs if r.trained_steps()]) < 2:  # both runs training, in their workers
             assert time.monotonic() < deadline and sweep_process.poll() is None, "the runs did not start"
             time.sleep(0.5)
             runs = [RunDir(tmp_path, p.name) for p in tmp_path.iterdir() if (p / "config.yaml").exists()]
@@ -121,7 +122,10 @@ def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_pa
     assert sweep_process.returncode == 128 + signal.SIGTERM and "SIGTERM: stopping the sweep" in out, out
     assert "Traceback" not in out and "launched again, the unfinished runs resume" in out, out
     for row in status_rows(tmp_path):
-        assert row["state"] == "interrupted", row
+        assert row["state"] == "resumable" and row["restarts"].startswith("1 (last: SIGTERM at step "), row
+    for run in runs:
+        [stop] = run.read_summary()["interruptions"]
+        assert stop["lost_steps"] == 0 and stop["step"] >= 1, stop
 
 
 def test_a_run_another_process_is_training_is_not_launched_again(tmp_path):

@@ -9,7 +9,9 @@ one extends BasicSweeper with both and keeps its expansion rules (comma lists, r
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_WAIT_S = 120  # how long a stopped sweep waits for its runs' processes to checkpoint and exit
 
 
 @dataclass
@@ -37,30 +41,53 @@ ConfigStore.instance().store(group="hydra/sweeper", name="stemsweep", node=Stems
 
 
 @contextlib.contextmanager
-def sigterm_stops_the_sweep() -> Iterator[None]:
-    """SIGTERM to the sweep process (`kill PID`, `timeout`, a supervisor) stops its runs as Ctrl-C does.
+def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
+    """SIGTERM to the sweep process (`kill PID`, `timeout`, a supervisor) or Ctrl-C stops its runs, and
+    lets those training in other processes write their checkpoints first.
 
-    With the joblib launcher the runs train in loky worker processes of their own. Ctrl-C reaches them
-    through the process group, and joblib terminates its workers when KeyboardInterrupt unwinds it; a
-    SIGTERM to the sweep process alone killed only that process, and its workers went on training
-    orphaned, run after queued run. Raising KeyboardInterrupt here takes Ctrl-C's path. The runs stop
-    where they are; launched again, the sweep resumes them from their checkpoints.
+    With the joblib launcher the runs train in loky worker processes, which joblib ends with SIGKILL
+    when a KeyboardInterrupt unwinds it; a SIGTERM to the sweep process alone used to kill only that
+    process, and its workers went on training orphaned. Here the sweep first passes a SIGTERM on to each
+    process on this host that holds the lock of one of its `runs` (Ctrl-C reaches them by itself: they
+    are in its process group), waits until they let their locks go (they stop after the step in flight
+    and write a checkpoint: train/interrupt.py), then raises RunInterrupted. A second signal stops it
+    at once. A run training in the sweep process itself (the basic launcher) has its own handlers
+    installed meanwhile. Launched again, the sweep resumes the runs.
     """
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
         return
 
-    from stemsweep.train.interrupt import RunInterrupted
+    from stemsweep.record.rundir import RunDir
+    from stemsweep.train.interrupt import SWEEP_PID_VARIABLE, RunInterrupted
+
+    stopping = []
 
     def stop(signum: int, frame: Any) -> None:
-        log.warning("SIGTERM: stopping the sweep and its runs (launched again, it resumes them)")
+        if stopping:
+            raise RunInterrupted(signum)
+        stopping.append(signum)
+        name = signal.Signals(signum).name
+        log.warning("%s: stopping the sweep and its runs (launched again, it resumes them)", name)
+        training = [run for run in (RunDir(r.runs_root, r.signature) for r in runs) if run.is_locked()]
+        for run in training if signum == signal.SIGTERM else ():
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                host, pid = run.lock_holder().split()
+                if host == socket.gethostname() and int(pid) != os.getpid():  # not a SLURM job's, elsewhere
+                    os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + CHECKPOINT_WAIT_S
+        while any(run.is_locked() for run in training) and time.monotonic() < deadline:
+            time.sleep(0.2)
         raise RunInterrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    os.environ[SWEEP_PID_VARIABLE] = str(os.getpid())  # the workers it starts know whom to wait for
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.environ.pop(SWEEP_PID_VARIABLE, None)
 
 
 class StemsweepSweeper(BasicSweeper):
@@ -100,7 +127,7 @@ class StemsweepSweeper(BasicSweeper):
         self.overrides = list(self.split_overrides_to_chunks(to_launch, self.max_batch_size)) if to_launch else []
         returns = []
         initial_job_idx = 0
-        with sigterm_stops_the_sweep():
+        with signals_stop_the_sweep(launching):
             while not self.is_done():
                 batch = self.get_job_batch()  # already composed and validated by plan_runs
                 results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)

@@ -13,7 +13,8 @@ checkpoint and returns the run as `resumable`; `end_process` then ends the proce
   preemption in REQUEUE mode) or cancels (`scancel`) the job and kills it `KillWait` later. The
   process waits for that, in case a USR signal follows (a preemption delivered as TERM then USR2);
 - anywhere else it raises RunInterrupted, a KeyboardInterrupt: a single run or a sweep stops there
-  with one line and the shell's status 128 + signal, and launched again it resumes.
+  with one line and the shell's status 128 + signal, and launched again it resumes. A run in a worker
+  process of a local sweep first waits for the sweep to end it (see `_wait_for_the_sweep`).
 
 A second SIGINT or SIGTERM while the run is stopping ends the process at once (Python's defaults).
 """
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 WAIT_AFTER_SIGTERM_S = 90  # under SLURM: longer than KillWait (30 s by default), so SLURM's SIGKILL ends it
+SWEEP_PID_VARIABLE = "STEMSWEEP_SWEEP_PID"  # set by the sweep process for the workers it starts
+WAIT_FOR_THE_SWEEP_S = 180  # longer than the sweep waits for its workers' checkpoints
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -107,7 +110,19 @@ class StopSignals:
                 self._restore()
                 handler.checkpoint_and_try_requeue(self.signum)
                 raise SystemExit(0)
+        self._wait_for_the_sweep()
         raise RunInterrupted(self.signum)
+
+    def _wait_for_the_sweep(self) -> None:
+        """In a worker process of a local sweep (joblib): wait until the sweep process ends it. A run that
+        raised at once would make joblib abort, and SIGKILL the other workers before they could write
+        their checkpoints; the sweep waits for all of them first (hydra_plugins/.../sweeper.py)."""
+        sweep = os.environ.get(SWEEP_PID_VARIABLE)
+        if not sweep or int(sweep) == os.getpid() or os.getppid() != int(sweep):
+            return
+        deadline = time.monotonic() + WAIT_FOR_THE_SWEEP_S
+        while os.getppid() == int(sweep) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def _wait_for_slurm(self) -> None:
         deadline = time.monotonic() + WAIT_AFTER_SIGTERM_S
