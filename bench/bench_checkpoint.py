@@ -3,14 +3,16 @@
 
 Trains a model (forward, backward, AdamW step, EMA) on random data and, side by side in rounds, times
   - `plain`: steps with no checkpoint;
-  - `background`: the same number of steps, the first of which starts a checkpoint the way training
-    does (train/checkpoint.py: a copy of model + EMA + optimizer to host memory, then torch.save,
+  - `background`: as many steps, the first of which starts a checkpoint the way training on a
+    GPU does (train/checkpoint.py: a copy of model + EMA + optimizer to host memory, then torch.save,
     fsync and the renames in a thread), so the window holds the copy and the whole write;
   - `file object`: the same, but torch.save writes through a Python file object (what the project
     did before; it holds the GIL for the write);
-  - `synchronous`: the save alone, in the training thread (what a plain torch.save would stall).
-Reported: median over rounds of the first step's extra time (the stall), of the window's extra time
-over `plain` (the slowdown while writing), the write's own duration, and their ratio to a step.
+  - `synchronous`: the save alone, in the training thread (how training on the CPU writes it).
+The three windows run in a turning order each round. Reported: the median over rounds of the first
+step's time over the plain median step (the stall), of the window's total over the plain window's of
+the same round (all the time the checkpoint cost the training thread), the write's own duration, and
+each as a multiple of a step.
 
     .venv/bin/python bench/bench_checkpoint.py [--size vit_xs] [--rounds 5] [--window 20] [--threads 2]
     .venv/bin/python bench/bench_checkpoint.py --size vit_4gf --batch 8 --window 6
@@ -81,29 +83,36 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
     results: dict[str, list[tuple[float, float, float]]] = {"background": [], "file object": []}
     plain_steps, sync_times, copy_times = [], [], []
-    for _ in range(args.rounds):
-        plain = [step() for _ in range(args.window)]
-        plain_steps.append(statistics.median(plain))
-        for name, writer_class in (("background", CheckpointWriter), ("file object", FileObjectWriter)):
-            writer = writer_class(folder / f"{name.replace(' ', '_')}.pt")
-            write_done = {}
-
-            def timed_write(snapshot, writer=writer, done=write_done):
-                tic = time.perf_counter()
-                type(writer)._write(writer, snapshot)
-                done["s"] = time.perf_counter() - tic
-            writer._write = timed_write  # the same write, timed
+    variants = [("plain", None), ("background", CheckpointWriter), ("file object", FileObjectWriter)]
+    for r in range(args.rounds):
+        windows: dict[str, list[float]] = {}
+        for name, writer_class in variants[r % 3:] + variants[:r % 3]:  # the order turns every round
+            writer = writer_class(folder / f"{name.replace(' ', '_')}.pt") if writer_class else None
+            write_done: dict[str, float] = {}
+            if writer is not None:
+                def timed_write(snapshot, writer=writer, done=write_done):
+                    tic = time.perf_counter()
+                    type(writer)._write(writer, snapshot)
+                    done["s"] = time.perf_counter() - tic
+                writer._write = timed_write  # the same write, timed
             window = []
             for i in range(args.window):
                 tic = time.perf_counter()
-                if i == 0:
+                if i == 0 and writer is not None:
                     writer.save(state())
                 step()
                 window.append(time.perf_counter() - tic)
-            writer.wait()
-            stall = window[0] - plain_steps[-1]
-            slowdown = sum(window) - plain_steps[-1] * len(window)
-            results[name].append((stall, slowdown, write_done.get("s", float("nan"))))
+            if writer is not None:
+                writer.wait()
+            windows[name] = window
+            if name != "plain":
+                windows[name + " write"] = [write_done.get("s", float("nan"))]
+        plain = windows["plain"]
+        plain_steps.append(statistics.median(plain))
+        for name in ("background", "file object"):
+            window = windows[name]
+            results[name].append((window[0] - statistics.median(plain), sum(window) - sum(plain),
+                                  windows[name + " write"][0]))
         tic = time.perf_counter()
         snapshot = host_copy(state())
         copy_times.append(time.perf_counter() - tic)

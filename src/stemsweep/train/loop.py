@@ -226,7 +226,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     print_every = max(1, iters_per_epoch // 10)
     started = time.monotonic()
     status, diverged_epoch = "running", None
-    writer = CheckpointWriter(run.checkpoint) if env.is_main else None
+    writer = CheckpointWriter(run.checkpoint, background=device.type == "cuda") if env.is_main else None
     clock = CheckpointClock(cfg.checkpoint, start_epoch * iters_per_epoch + start_step)
     agreement = StepAgreement(env, flags=2)  # (stop now, checkpoint now), the same step on every process
     marker = StepMarker(run.progress) if env.is_main else None
