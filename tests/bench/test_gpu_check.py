@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def test_the_device_check_runs_end_to_end_on_the_cpu(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     log = (out / "gpu_check.log").read_text()
-    assert f"gpu_check: results in {out}" in log and log.rstrip().endswith(f"gpu_check: done; results in {out}")
+    assert f"gpu_check: results in {out}" in log
+    done = rf"gpu_check: done \(\d\d:\d\d:\d\d\); results in {re.escape(str(out))}$"
+    assert re.search(done, log.rstrip()), log[-500:]
     for name, expected in (("step", ["ViT_P-XS (ours)", "ViT_P-XS (timm)", "ViT_C-XS (ours)", "ViT_C-XS (timm)",
                                       "RegNetY-XS (ours)"]),
                            ("step_compiled", ["ViT_C-XS (ours)", "ViT_C-XS (timm)"])):

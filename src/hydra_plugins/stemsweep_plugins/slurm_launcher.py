@@ -8,6 +8,11 @@ Requeue on preemption and time-out is submitit's (the launcher is checkpointable
 from its own checkpoint when the job starts again.
 """
 
+# First, before the imports below take their seconds: a job unpickles this module before submitit
+# installs its signal handlers, and SLURM's time-limit signal may already come (train/interrupt.py).
+from stemsweep.train.interrupt import keep_start_up_signals
+
+keep_start_up_signals()
 
 import logging
 from collections import defaultdict

@@ -17,6 +17,12 @@ checkpoint and returns the run as `resumable`; `end_process` then ends the proce
   process of a local sweep first waits for the sweep to end it (see `_wait_for_the_sweep`).
 
 A second SIGINT or SIGTERM while the run is stopping ends the process at once (Python's defaults).
+
+SLURM sends its time-limit signal up to a minute before `signal_delay_s` asks (it checks limits on a
+30-60 s tick), so a short job can get it while it is still starting, before submitit has installed its
+handler: Python's default for USR1/USR2 would end the job as FAILED. `keep_start_up_signals` keeps
+such a signal from the moment the SLURM launcher's module is imported (the first import of the job's
+unpickling); the run then stops after its first step and is requeued like any other.
 """
 
 from __future__ import annotations
@@ -38,6 +44,22 @@ WAIT_AFTER_SIGTERM_S = 90  # under SLURM: longer than KillWait (30 s by default)
 SWEEP_PID_VARIABLE = "STEMSWEEP_SWEEP_PID"  # set by the sweep process for the workers it starts
 WAIT_FOR_THE_SWEEP_S = 180  # longer than the sweep waits for its workers' checkpoints
 
+_start_up_signals: list[int] = []  # USR signals that came while a submitit job was starting
+
+
+def keep_start_up_signals() -> None:
+    """In a submitit job that has not installed its handlers yet: keep a USR signal instead of dying of
+    it (see the module); StopSignals acts on it when the run starts."""
+    if "SUBMITIT_FOLDER" not in os.environ or threading.current_thread() is not threading.main_thread():
+        return
+    for signum in REQUEUE_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _keep_start_up_signal)
+
+
+def _keep_start_up_signal(signum: int, frame: FrameType | None) -> None:
+    _start_up_signals.append(signum)
+
 
 class RunInterrupted(KeyboardInterrupt):
     """The run stopped at a signal after writing its checkpoint; launched again, it resumes."""
@@ -58,6 +80,11 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():  # only the main thread takes signals
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._received)
+        if _start_up_signals:
+            self.signum = _start_up_signals.pop()
+            _start_up_signals.clear()
+            log.warning("%s came while the job was starting: the run stops after its first step and writes "
+                        "a checkpoint", self.name)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
