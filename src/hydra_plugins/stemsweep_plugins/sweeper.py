@@ -70,11 +70,12 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
         name = signal.Signals(signum).name
         log.warning("%s: stopping the sweep and its runs (launched again, it resumes them)", name)
         training = [run for run in (RunDir(r.runs_root, r.signature) for r in runs) if run.is_locked()]
-        for run in training if signum == signal.SIGTERM else ():
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                host, pid = run.lock_holder().split()
-                if host == socket.gethostname() and int(pid) != os.getpid():  # not a SLURM job's, elsewhere
-                    os.kill(int(pid), signal.SIGTERM)
+        if signum == signal.SIGTERM:
+            for run in training:
+                with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                    host, pid = run.lock_holder().split()
+                    if host == socket.gethostname() and int(pid) != os.getpid():  # not a SLURM job's elsewhere
+                        os.kill(int(pid), signal.SIGTERM)
         deadline = time.monotonic() + CHECKPOINT_WAIT_S
         while any(run.is_locked() for run in training) and time.monotonic() < deadline:
             time.sleep(0.2)
