@@ -25,8 +25,13 @@ def run(cmd, runs_root):
     return records(runs_root)
 
 
-def records(runs_root):
+def the_run_dir(runs_root):
     [run_dir] = [p for p in Path(runs_root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir
+
+
+def records(runs_root):
+    run_dir = the_run_dir(runs_root)
     return run_dir, [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -43,8 +48,7 @@ def test_two_gloo_processes_match_one_process_also_stopped_and_resumed(tmp_path)
         time.sleep(0.05)
     two.send_signal(signal.SIGTERM)
     two.wait(timeout=120)
-    [two_dir] = [p for p in (tmp_path / "two").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    summary = json.loads((two_dir / "summary.json").read_text())
+    summary = json.loads((the_run_dir(tmp_path / "two") / "summary.json").read_text())
     [stop] = summary["interruptions"]
     assert summary["status"] == "resumable" and 3 <= stop["step"] < 8, summary  # both agreed on one step
     assert log.read_text().count(f"stopped after step {stop['step']} of epoch 1 (SIGTERM)") == 2
