@@ -20,11 +20,12 @@ DataFrame. What counts, everywhere:
 from __future__ import annotations
 
 import itertools
-from importlib import resources
 
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
+
+from stemsweep import PAPER_DIR
 
 CONTEXT_COLUMNS = ("dataset", "pretrained")
 MODEL_COLUMNS = ("model", "stem")
@@ -273,8 +274,7 @@ def edf_ks(df: pd.DataFrame) -> pd.DataFrame:
 def paper_top1_errors() -> pd.DataFrame:
     """The paper's Table 2 (ImageNet-1k top-1 error, percent): model, paper_100ep, paper_200ep,
     paper_400ep, paper_in21k (pre-trained on ImageNet-21k, then ImageNet-1k)."""
-    with resources.files(__package__).joinpath("paper_top1_error.csv").open() as f:
-        paper = pd.read_csv(f)
+    paper = pd.read_csv(PAPER_DIR / "imagenet_top1_error.csv")
     names = {f"epochs_{e}": f"paper_{e}ep" for e in PAPER_SCHEDULES}
     return paper.rename(columns={**names, "in21k_then_in1k": "paper_in21k"})
 
