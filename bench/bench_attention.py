@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_peers import Variant, build_timm  # noqa: E402
 
-from stemsweep.models import SIZES, build_model  # noqa: E402
+from stemsweep.models import SIZES  # noqa: E402
+from stemsweep.models.build import build_model  # noqa: E402
 from stemsweep.models.vit import MultiheadSelfAttention  # noqa: E402
 
 

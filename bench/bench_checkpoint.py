@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from stemsweep.config import OptimizerConfig
-from stemsweep.models import SIZES, build_model
+from stemsweep.models import SIZES
+from stemsweep.models.build import build_model
 from stemsweep.record.checkpoint import save_checkpoint
 from stemsweep.record.files import atomic_write
 from stemsweep.train.checkpoint import CheckpointWriter, host_copy

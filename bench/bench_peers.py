@@ -38,7 +38,8 @@ from torch import nn
 from torchvision.models.vision_transformer import ConvStemConfig
 from torchvision.models.vision_transformer import VisionTransformer as TvViT
 
-from stemsweep.models import SIZES, build_model, model_complexity
+from stemsweep.models import SIZES
+from stemsweep.models.build import build_model, model_complexity
 from stemsweep.models.vit import ConvStem, _checked_stem_layers
 
 # size → (image size, in_chans, classes, batch on CPU, steps per round on CPU)

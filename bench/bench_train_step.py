@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stemsweep.models import build_model
+from stemsweep.models.build import build_model
 
 CONFIGS = [("vit_xs", "patch", False), ("vit_xs", "conv", False), ("vit_xs", "conv", True),
            ("regnety_xs", None, False), ("regnety_xs", None, True)]

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 from stemsweep.config import AugConfig, DataConfig, OptimizerConfig
 from stemsweep.data import build_data
 from stemsweep.data.seeding import SeededImages
-from stemsweep.models import SIZES, build_model, model_complexity
+from stemsweep.models import SIZES
+from stemsweep.models.build import build_model, model_complexity
 from stemsweep.train.distributed import DistEnv
 from stemsweep.train.loop import EpochBatches
 from stemsweep.train.optim import build_optimizer

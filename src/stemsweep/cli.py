@@ -8,7 +8,7 @@ import sys
 
 
 def _models(args: argparse.Namespace) -> int:
-    from stemsweep.models.complexity import print_model_table
+    from stemsweep.models.paper import print_model_table
 
     print_model_table(csv=args.csv)
     return 0

@@ -18,6 +18,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from stemsweep.models import SIZES
+from stemsweep.models.stems import CONFIG_STEMS, NO_STEM, VIT_STEMS
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the YAML this schema validates
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"  # one file per experiment (+sweeps=NAME)
 
@@ -83,7 +86,8 @@ class TunedLrWd:
 
 @dataclass
 class StemTuning:
-    """One model size's tuned (lr, wd) per stem (conf/tuning/), each per optimizer."""
+    """One model size's tuned (lr, wd) per stem (conf/tuning/), each per optimizer: a field per name
+    of CONFIG_STEMS."""
 
     patch: TunedLrWd | None = None
     conv: TunedLrWd | None = None
@@ -119,17 +123,15 @@ class ModelConfig:
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
-        from stemsweep.models import SIZES
-
         _one_of("model", self.size, sorted(SIZES))
 
 
 @dataclass
 class StemConfig:
-    name: str = MISSING  # patch | conv | none (RegNetY has its own stem)
+    name: str = MISSING  # one of CONFIG_STEMS: patch | conv | none (RegNetY has its own stem)
 
     def __post_init__(self) -> None:
-        _one_of("stem", self.name, ["patch", "conv", "none"])
+        _one_of("stem", self.name, list(CONFIG_STEMS))
 
 
 @dataclass
@@ -328,8 +330,6 @@ class RunConfig:
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
-        from stemsweep.models import SIZES
-
         _require(self.epochs >= 1, f"epochs={self.epochs} is not allowed: an integer >= 1")
         _require(self.batch_size >= 1, f"batch_size={self.batch_size} is not allowed: an integer >= 1")
         _require(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} is not allowed: >= 1")
@@ -347,14 +347,14 @@ class RunConfig:
             )
         if family == "regnety":
             _require(
-                self.stem.name == "none",
+                self.stem.name == NO_STEM,
                 f"stem={self.stem.name} is not allowed with model={self.model.size}: "
-                "RegNetY has its own stem (stem=none)",
+                f"RegNetY has its own stem (stem={NO_STEM})",
             )
         else:
             _require(
-                self.stem.name in ("patch", "conv"),
-                f"stem={self.stem.name} is not allowed with model={self.model.size}: choose patch or conv",
+                self.stem.name in VIT_STEMS,
+                f"stem={self.stem.name} is not allowed with model={self.model.size}: choose {' or '.join(VIT_STEMS)}",
             )
         _require(
             self.schedule.warmup_epochs < self.epochs,

@@ -51,8 +51,9 @@ def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from stemsweep.models import SIZES, paper_name
+    from stemsweep.models.stems import record_stem
 
-    stem = None if cfg.stem.name == "none" else cfg.stem.name
+    stem = record_stem(cfg.stem.name)
     job = os.environ.get("SLURM_JOB_ID")
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from stemsweep.cli import main
-from stemsweep.models import SIZES, build_model, model_complexity, paper_name
-from stemsweep.models.complexity import PAPER_COMPLEXITY, Complexity
+from stemsweep.models import SIZES, paper_name
+from stemsweep.models.build import build_model, model_complexity
+from stemsweep.models.complexity import Complexity
+from stemsweep.models.paper import PAPER_COMPLEXITY
 from stemsweep.models.vit import ConvStem, EncoderBlock, PatchifyStem
 
 VIT_PAPER = {f"ViT_{'P' if stem == 'patch' else 'C'}-{label}": (f"vit_{label.lower()}", stem)

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from stemsweep.models import SIZES, ModelSpec, build_model, model_complexity, paper_name
+from stemsweep.models import SIZES, ModelSpec, paper_name
+from stemsweep.models.build import build_model, model_complexity
 
 
 def test_size_names():

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from stemsweep.models.stems import record_stem
 from stemsweep.record.rundir import STATUSES, CorruptRecord, RunDir
 
 # The error the analyses use (the `error` column): the paper's is the EMA model's best top-1 error.
@@ -254,8 +255,8 @@ def wandb_summary(run: Any, project: str) -> dict[str, Any]:
     for column, key in WANDB_CONFIG_KEYS.items():
         if key in config:
             record[column] = config[key]
-    if record.get("stem") == "none":
-        record["stem"] = None
+    if "stem" in record:
+        record["stem"] = record_stem(record["stem"])
     if not record.get("model"):
         record["model"] = run.name
     if not record.get("signature"):

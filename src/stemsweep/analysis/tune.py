@@ -17,6 +17,7 @@ import pandas as pd
 
 from stemsweep.analysis.load import load_runs
 from stemsweep.analysis.stability import edf_summary, lrwd_study_runs
+from stemsweep.models.stems import config_stem
 from stemsweep.record.files import write_text
 
 
@@ -30,7 +31,7 @@ def tuned_lrwd(runs: pd.DataFrame, sweeps: Sequence[str]) -> pd.DataFrame:
         raise ValueError(f"no runs of sweep {', '.join(missing)} found: run it first "
                          f"(runs found for: {', '.join(sorted(known)) or 'none'})")
     chosen = lrwd_study_runs(runs[runs["sweep"].isin(sweeps)])
-    chosen = chosen.assign(stem=chosen["stem"].fillna("none"))
+    chosen = chosen.assign(stem=chosen["stem"].map(config_stem))
     keys = ["size", "stem", "optimizer"]
     # edf_summary groups by model (the paper's name) and stem; size comes along with the model.
     sizes = chosen.drop_duplicates(["model", "stem"])[["model", "stem", "size"]]

@@ -1,19 +1,15 @@
-"""The study's models: ViT_P and ViT_C (`vit.py`), RegNetY (`regnety.py`), their sizes (`sizes.py`) and
-their complexity in the paper's convention (`complexity.py`).
+"""The study's models. Imports run one way:
 
-Importing this package does not import torch: config validation and sweep planning read the size
-table only, and a re-launched sweep whose runs are all done never needs torch. `build_model` and
-`model_complexity` import it when called.
+    stems ─► sizes ─► complexity ─► vit, regnety ─► build ─► paper
+    (the stem      (the size   (the counter)  (the models, each  (build_model,   (`stemsweep models`:
+     vocabulary)    table)                     layer counting     model_complexity) the paper's table)
+                                               itself)
+
+Importing this package, `stems` or `sizes` does not import torch: config validation and sweep
+planning read the size table only, and a re-launched sweep whose runs are all done never needs
+torch. `stemsweep.models.build` (and what follows it) imports torch.
 """
 
-from stemsweep.models.sizes import SIZES, ModelSpec, build_model, paper_name
+from stemsweep.models.sizes import SIZES, ModelSpec, paper_name
 
-__all__ = ["SIZES", "ModelSpec", "build_model", "model_complexity", "paper_name"]
-
-
-def __getattr__(name: str):
-    if name == "model_complexity":
-        from stemsweep.models.complexity import model_complexity
-
-        return model_complexity
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["SIZES", "ModelSpec", "paper_name"]

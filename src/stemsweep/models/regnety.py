@@ -12,13 +12,10 @@ would leave its last stage one pixel, whose BatchNorm then sees only the batch (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.ops.misc import Conv2dNormActivation
 
-if TYPE_CHECKING:
-    from stemsweep.models.complexity import Complexity
+from stemsweep.models.complexity import Complexity
 
 STEM_WIDTH = 32
 SE_RATIO = 0.25  # of the block's input width (torchvision's and pycls's reading of se_ratio)
@@ -26,8 +23,6 @@ SE_RATIO = 0.25  # of the block's input width (torchvision's and pycls's reading
 
 class RegNetY(RegNet):
     """RegNetY of these stage depths and widths (4 stages, all stride 2) and one group width."""
-
-    stem_has_batchnorm = True
 
     def __init__(self, depths: tuple[int, ...], widths: tuple[int, ...], group_width: int,
                  num_classes: int = 1000, in_chans: int = 3, stem_stride: int = 2) -> None:

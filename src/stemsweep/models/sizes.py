@@ -2,20 +2,14 @@
 
 A size names an architecture; for ViT the stem ("patch" or "conv") is chosen separately, and ViT_C
 has one block fewer than ViT_P so that the two cost the same (the conv stem costs about one block).
+No torch here: config validation and sweep planning read this table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the size table is read without torch (config validation, sweep planning)
-    from torch import nn
-
-    from stemsweep.models.regnety import RegNetY
-    from stemsweep.models.vit import ViT
-
-STEMS = ("conv", "patch")
+from stemsweep.models.stems import CONV, NO_STEM, PAPER_LETTER, VIT_STEMS
 
 # ViT_C-18GF's 3×3 layers (stride, width) in conv_stems.csv, narrower than the default rule's and with
 # stride-1 layers between; ViT_C-36GF reuses them before its 1024-wide 1×1. 1GF and 4GF: the rule.
@@ -48,7 +42,7 @@ class ModelSpec:
         """Transformer blocks of ViT with this stem; RegNetY's blocks over all stages."""
         if self.family == "regnety":
             return sum(self.depths)
-        return self.num_blocks - (stem == "conv")
+        return self.num_blocks - (stem == CONV)
 
 
 def _vit(label: str, *, hidden_size: int, mlp_mult: int, num_heads: int, num_blocks: int,
@@ -93,44 +87,19 @@ SIZES: dict[str, ModelSpec] = {
 
 
 def resolve(size: str, stem: str | None) -> tuple[ModelSpec, str]:
-    """The size's spec and the stem as a name ("patch", "conv"; "none" for RegNetY), or ValueError."""
+    """The size's spec and the stem as the config names it ("patch", "conv"; "none" for RegNetY), or
+    ValueError."""
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}: choose one of {', '.join(sorted(SIZES))}")
     spec = SIZES[size]
     if spec.family == "regnety":
-        if stem not in (None, "none"):
+        if stem not in (None, NO_STEM):
             raise ValueError(f"stem {stem!r} is not allowed with {size}: RegNetY has its own stem "
-                             "(give None or 'none')")
-        return spec, "none"
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r} for {size}: choose one of {', '.join(STEMS)}")
+                             f"(give None or {NO_STEM!r})")
+        return spec, NO_STEM
+    if stem not in VIT_STEMS:
+        raise ValueError(f"unknown stem {stem!r} for {size}: choose one of {', '.join(sorted(VIT_STEMS))}")
     return spec, stem
-
-
-def model_args(size: str, stem: str | None, num_classes: int, in_chans: int,
-               image_size: int) -> tuple[type[ViT] | type[RegNetY], dict]:
-    """The model class and its keyword arguments: what `build_model` builds and `model_complexity` counts."""
-    from stemsweep.models.regnety import RegNetY
-    from stemsweep.models.vit import ViT
-
-    spec, stem = resolve(size, stem)
-    if spec.family == "regnety":
-        return RegNetY, {"depths": spec.depths, "widths": spec.widths, "group_width": spec.group_width,
-                         "stem_stride": spec.stem_stride, "num_classes": num_classes, "in_chans": in_chans}
-    return ViT, {"stem": stem, "image_size": image_size, "patch_size": spec.patch_size,
-                 "hidden_size": spec.hidden_size, "mlp_mult": spec.mlp_mult, "num_heads": spec.num_heads,
-                 "num_blocks": spec.blocks(stem), "conv_stem": spec.conv_stem,
-                 "num_classes": num_classes, "in_chans": in_chans}
-
-
-def build_model(size: str, stem: str | None, num_classes: int = 1000, in_chans: int = 3,
-                image_size: int | None = None) -> nn.Module:
-    """The model of this size: ViT with stem "patch" or "conv", or RegNetY (stem None or "none").
-
-    image_size (None: the size's train resolution) sizes ViT's position embedding; RegNetY takes any."""
-    spec, _ = resolve(size, stem)
-    model_class, args = model_args(size, stem, num_classes, in_chans, image_size or spec.train_res)
-    return model_class(**args)
 
 
 def paper_name(size: str, stem: str | None) -> str:
@@ -138,4 +107,4 @@ def paper_name(size: str, stem: str | None) -> str:
     spec, stem = resolve(size, stem)
     if spec.family == "regnety":
         return f"RegNetY-{spec.label}"
-    return f"ViT_{'P' if stem == 'patch' else 'C'}-{spec.label}"
+    return f"ViT_{PAPER_LETTER[stem]}-{spec.label}"

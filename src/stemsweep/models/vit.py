@@ -8,7 +8,7 @@ Transformers See Better (arXiv 2106.14881), whose models these are; pycls's vit.
 Stems. The patchify stem is one p×p conv of stride p. The conv stem is a stack of 3×3 conv + BatchNorm
 + ReLU layers whose strides multiply to p, then a 1×1 conv to the hidden size; the paper's stems are
 in `sizes.py`, and any power-of-2 p has a default (`conv_stem_layers`). BatchNorm appears in the conv
-stem only: `ViT.stem_has_batchnorm` tells a trainer so (SyncBatchNorm, BN statistics in the EMA).
+stem only.
 
 Body. Pre-norm blocks x += MHSA(LN(x)); x += MLP(LN(x)); LayerNorm eps 1e-6; MLP Linear → exact GELU →
 Linear; no dropout, stochastic depth or layer scale. Initialisation follows pycls (`init_weights_vit`),
@@ -24,17 +24,13 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsweep.models.sizes import STEMS
-
-if TYPE_CHECKING:
-    from stemsweep.models.complexity import Complexity
-
+from stemsweep.models.complexity import Complexity
+from stemsweep.models.stems import PATCH, VIT_STEMS
 
 
 def layer_norm(width: int) -> nn.LayerNorm:
@@ -222,11 +218,10 @@ class ViT(nn.Module):
         num_tokens = _num_tokens(stem, image_size, patch_size, hidden_size, num_heads)
         if num_blocks < 1:
             raise ValueError(f"num_blocks={num_blocks}: a ViT needs at least 1 block")
-        if stem == "patch":
+        if stem == PATCH:
             self.stem = PatchifyStem(in_chans, hidden_size, patch_size)
         else:
             self.stem = ConvStem(in_chans, hidden_size, patch_size, conv_stem)
-        self.stem_has_batchnorm = stem == "conv"
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.pos_embedding = nn.Parameter(torch.empty(1, num_tokens, hidden_size).normal_(std=0.02))
         self.blocks = nn.Sequential(*(EncoderBlock(hidden_size, mlp_mult * hidden_size, num_heads)
@@ -254,7 +249,7 @@ class ViT(nn.Module):
                    conv_stem: Sequence[tuple[int, int]] | None = None) -> Complexity:
         """Counts for one image_size² image; cx starts at that resolution."""
         num_tokens = _num_tokens(stem, image_size, patch_size, hidden_size, num_heads)
-        if stem == "patch":
+        if stem == PATCH:
             PatchifyStem.complexity(cx, in_chans, hidden_size, patch_size)
         else:
             ConvStem.complexity(cx, in_chans, hidden_size, patch_size, conv_stem)
@@ -268,8 +263,8 @@ class ViT(nn.Module):
 
 def _num_tokens(stem: str, image_size: int, patch_size: int, hidden_size: int, num_heads: int) -> int:
     """The sequence length, once the arguments are checked."""
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
+    if stem not in VIT_STEMS:
+        raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(sorted(VIT_STEMS))}")
     if image_size % patch_size:
         raise ValueError(f"image_size={image_size} is not divisible by the patch size {patch_size}")
     if hidden_size % num_heads:

@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader
 from stemsweep.config import AugConfig, CheckpointConfig, RunConfig
 from stemsweep.data import DataBundle, build_data
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
-from stemsweep.models import SIZES, build_model, model_complexity
+from stemsweep.models import SIZES
+from stemsweep.models.build import build_model, model_complexity
+from stemsweep.models.stems import record_stem, uses_channels_last
 from stemsweep.record.checkpoint import load_checkpoint, load_latest, remove_previous
 from stemsweep.record.rundir import RunDir, StepMarker
 from stemsweep.record.trackers import Tracker
@@ -116,7 +118,7 @@ class Built:
 
 
 def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
-    stem = None if cfg.stem.name == "none" else cfg.stem.name
+    stem = record_stem(cfg.stem.name)
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
     model = build_model(cfg.model.size, stem, num_classes=data.num_classes, in_chans=data.in_chans,
                         image_size=data.image_size)
@@ -132,7 +134,7 @@ def build(cfg: RunConfig, data, device: torch.device, env: DistEnv) -> Built:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # channels_last speeds up 3×3 convolutions, on CPU too (RegNetY-XS +15%: docs/benchmarks.md);
     # the patchify stem is a single strided conv, not worth the layout change.
-    channels_last = stem == "conv" or SIZES[cfg.model.size].family == "regnety"
+    channels_last = uses_channels_last(stem, SIZES[cfg.model.size].family)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     ema = ModelEma(model) if cfg.ema.enabled else None
     optimizer = build_optimizer(cfg.optimizer, model, cfg.batch_size)
@@ -182,7 +184,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     model, ema, optimizer = built.model, built.ema, built.optimizer
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     mixer = batch_mixer(cfg.aug, data.num_classes)
-    stem = None if cfg.stem.name == "none" else cfg.stem.name
+    stem = record_stem(cfg.stem.name)
     summary = {**summary, **model_complexity(cfg.model.size, stem, data.num_classes, data.in_chans,
                                              data.image_size), "dataset": data.name, "data_pipeline": data.pipeline}
     iters_per_epoch = len(data.train) // cfg.batch_size
