@@ -411,3 +411,9 @@ def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:
     if opt.lr_scale != 1.0:
         opt.lr, opt.lr_scale = float(f"{opt.lr * opt.lr_scale:.4g}"), 1.0  # the lr a run records is the one used
     return cfg
+
+
+def validated_config(cfg: DictConfig) -> RunConfig:
+    """The composed config checked and with its lr/wd resolved: what a run trains, records and hashes.
+    A bad value raises ConfigError."""
+    return resolve_hyperparameters(to_run_config(cfg))

@@ -25,10 +25,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import stemsweep
-from stemsweep.config import CONF_DIR, ConfigError, RunConfig
-from stemsweep.identity import identity_of, validated_config
+from stemsweep.config import CONF_DIR, ConfigError, RunConfig, validated_config
+from stemsweep.identity import identity_signature, run_identity, setting_signature
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import run_signature, setting_signature
 from stemsweep.sweep.plan import register_with_omegaconf
 
 log = logging.getLogger("stemsweep")
@@ -58,7 +57,7 @@ def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     return {
-        "signature": run_signature(identity), "setting": setting_signature(identity),
+        "signature": identity_signature(identity), "setting": setting_signature(identity),
         "status": "running", "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
         "family": SIZES[cfg.model.size].family, "stem": stem,
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
@@ -98,8 +97,8 @@ def run(cfg_dict: DictConfig) -> float | None:
 
     device = pick_device(cfg.device)
     env = init_distributed(device.type)
-    identity = identity_of(cfg)  # once: init_from may name a checkpoint file to read
-    signature = run_signature(identity)
+    identity = run_identity(cfg)  # once: init_from may name a checkpoint file to read
+    signature = identity_signature(identity)
     if cfg.init_from and not init_checkpoint(cfg).exists():
         raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: run {cfg.init_from} has no "
                          f"checkpoint under runs_root={cfg.runs_root} (train it first)")
@@ -206,7 +205,10 @@ register_with_omegaconf()
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except ConfigError as exc:  # a bad value (library code raises): one line, not a traceback
+        raise SystemExit(f"stemsweep: {exc}") from None
 
 
 def interrupted(exc: KeyboardInterrupt) -> None:

@@ -64,7 +64,7 @@ def test_a_record_from_before_settings_gets_its_setting_from_its_config(tmp_path
     from omegaconf import OmegaConf
     from run_configs import make_config
 
-    from stemsweep.record.signature import run_identity, setting_signature
+    from stemsweep.identity import run_identity, setting_signature
 
     settings = {}
     for seed, warmup in [(0, 1), (1, 1), (0, 2)]:

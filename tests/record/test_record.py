@@ -9,13 +9,14 @@ import time
 import pytest
 from run_configs import make_config
 
+from stemsweep.config import ConfigError
+from stemsweep.identity import run_identity, run_signature, setting_signature
 from stemsweep.record.files import write_json
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.record.signature import run_identity, run_signature, setting_signature
 
 
 def signature(**changes) -> str:
-    return run_signature(run_identity(make_config(**changes)))
+    return run_signature(make_config(**changes))
 
 
 def test_signature_is_short_and_stable():
@@ -53,8 +54,13 @@ def test_setting_is_the_identity_without_the_seed():
 
 
 def test_fine_tuning_source_is_identity():
-    cfg = make_config()
-    assert run_signature(run_identity(cfg, "abc")) != run_signature(run_identity(cfg, None))
+    assert signature(init_from="0123456789") != signature() != signature(init_from="0123456788")
+
+
+def test_a_fine_tuning_source_that_is_neither_a_file_nor_a_signature_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^init_from=no/such/run is not allowed: give a checkpoint file or a "
+                                          r"run signature \(10 hex digits\)$"):
+        signature(init_from="no/such/run")
 
 
 def test_summary_and_metrics_round_trip_and_corruption_is_named(tmp_path):

@@ -72,8 +72,7 @@ def test_peak_is_every_model_at_400_epochs_and_in21k_pretraining_then_finetuning
     assert set(pretrain) == {(m, s) for m in big for s in ("patch", "conv")} and len(finetune) == 6
     # each fine-tuning run starts from the pre-training run of its model and stem, by signature
     _, compose_job = compose_sweep("peak", [])
-    from stemsweep.config import paths_unchecked
-    from stemsweep.identity import validated_config
+    from stemsweep.config import paths_unchecked, validated_config
 
     for r, run in finetune:
         with paths_unchecked():

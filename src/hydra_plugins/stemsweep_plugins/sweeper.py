@@ -98,6 +98,7 @@ class StemsweepSweeper(BasicSweeper):
         self.grids = [dict(g) for g in grids] if grids else None
 
     def sweep(self, arguments: List[str]) -> Any:
+        from stemsweep.config import ConfigError
         from stemsweep.record.rundir import RunDir
         from stemsweep.sweep.plan import JobComposer, expand_grids, live_runs, plan_runs
 
@@ -106,7 +107,10 @@ class StemsweepSweeper(BasicSweeper):
         jobs = expand_grids(self.grids, [*self._parse_config(), *arguments])
         compose = JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
                               fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
-        planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
+        try:
+            planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
+        except ConfigError as exc:  # a bad value in one job: one line, before anything is launched
+            raise SystemExit(f"stemsweep: {exc}") from None
         retry = bool(self.config.get("retry", False))
         launching = [run for run in planned if run.should_launch(retry)]
         skipped = len(planned) - len(launching)

@@ -178,7 +178,7 @@ def _setting_from_config(run: RunDir) -> str | None:
     from omegaconf import OmegaConf
 
     from stemsweep.config import RunConfig
-    from stemsweep.record.signature import is_signature, run_identity, setting_signature
+    from stemsweep.identity import is_signature, run_identity, setting_signature
 
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run.config)))
@@ -186,7 +186,7 @@ def _setting_from_config(run: RunDir) -> str | None:
         return None
     if cfg.init_from is not None and not is_signature(cfg.init_from):
         return None
-    return setting_signature(run_identity(cfg, cfg.init_from))
+    return setting_signature(run_identity(cfg))
 
 
 def _runs_dir_history(root: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:

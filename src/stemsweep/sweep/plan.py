@@ -113,12 +113,12 @@ def plan_run(overrides: Sequence[str], composed: DictConfig) -> PlannedRun:
 def run_dir_of(composed: DictConfig) -> RunDir:
     """The directory of the run a composed job config describes, once the config is validated (its
     data paths are not checked: planning reads no data)."""
-    from stemsweep.config import paths_unchecked
-    from stemsweep.identity import signature_of, validated_config
+    from stemsweep.config import paths_unchecked, validated_config
+    from stemsweep.identity import run_signature
 
     with paths_unchecked():
         cfg = validated_config(composed)
-    return RunDir(cfg.runs_root, signature_of(cfg))
+    return RunDir(cfg.runs_root, run_signature(cfg))
 
 
 def live_runs(runs: Sequence[PlannedRun]) -> dict[str, str]:
@@ -182,7 +182,7 @@ def _composer() -> JobComposer:
 
 def compose(overrides: Sequence[str]) -> Any:
     """The config one run with these overrides composes to, as `python -m stemsweep.run …` composes it
-    (not validated: `run_dir_of` or `stemsweep.identity.validated_config` do that)."""
+    (not validated: `run_dir_of` or `stemsweep.config.validated_config` do that)."""
     return _composer()(list(overrides))
 
 
