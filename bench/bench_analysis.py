@@ -23,6 +23,7 @@ import numpy as np
 
 from stemsweep import analysis as sa
 from stemsweep.analysis.report import write_report
+from stemsweep.models.stems import config_stem
 
 MODELS = {  # paper name: size, family, stem
     "ViT_P-1GF": ("vit_1gf", "vit", "patch"), "ViT_P-4GF": ("vit_4gf", "vit", "patch"),
@@ -59,7 +60,7 @@ def write_run(root: Path, number: int, model: str, optimizer: str, lr: float, wd
         "versions": {"stemsweep": "0.1.0", "torch": "2.14.1", "python": "3.11.7"},
         "updated": "2026-11-24T08:00:00+00:00",
     }
-    (run_dir / "config.yaml").write_text(f"model:\n  size: {size}\nstem:\n  name: {stem or 'none'}\n"
+    (run_dir / "config.yaml").write_text(f"model:\n  size: {size}\nstem:\n  name: {config_stem(stem)}\n"
                                          f"optimizer:\n  name: {optimizer}\n  lr: {lr}\n  wd: {wd}\n"
                                          f"epochs: {epochs}\nseed: {seed}\n")
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
