@@ -1,13 +1,14 @@
-"""The study's models. Imports run one way:
+"""The study's models. Imports run one way, each module needing only those above it:
 
-    stems ─► sizes ─► complexity ─► vit, regnety ─► build ─► paper
-    (the stem      (the size   (the counter)  (the models, each  (build_model,   (`stemsweep models`:
-     vocabulary)    table)                     layer counting     model_complexity) the paper's table)
-                                               itself)
+- `stems`: the stem vocabulary (the names, "no stem" in config, record and table, the channels_last rule);
+- `sizes`: the size table (`SIZES`, `paper_name`);
+- `complexity`: the counter, in the paper's convention;
+- `vit`, `regnety`: the models, each layer counting its own complexity next to its definition;
+- `build`: `build_model` and `model_complexity`, from a size and a stem;
+- `paper`: `stemsweep models`, every model counted beside what the paper prints.
 
-Importing this package, `stems` or `sizes` does not import torch: config validation and sweep
-planning read the size table only, and a re-launched sweep whose runs are all done never needs
-torch. `stemsweep.models.build` (and what follows it) imports torch.
+This package, `stems` and `sizes` import no torch: config validation and sweep planning read the size
+table only, and a re-launched sweep whose runs are all done never needs torch.
 """
 
 from stemsweep.models.sizes import SIZES, ModelSpec, paper_name
