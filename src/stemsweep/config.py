@@ -17,6 +17,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from stemsweep.models import SIZES
 from stemsweep.models.stems import CONFIG_STEMS, NO_STEM, VIT_STEMS
@@ -372,7 +373,17 @@ def register_configs() -> None:
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Validate a composed config: type checks by OmegaConf, value checks by the dataclasses."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except InterpolationResolutionError as exc:
+        # A resolver that validates another run's config (`${run_signature:…}`, the fine-tuning source)
+        # found a bad value there: that one line, not OmegaConf's wrapping of it.
+        cause = exc.__context__  # OmegaConf wraps it once or twice, with the cause as the context
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def log_uniform_draw(low: float, high: float, seed: int, draw: int, axis: int) -> float:
