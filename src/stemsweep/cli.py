@@ -29,7 +29,7 @@ def _status(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from stemsweep.analysis.report import write_report
 
-    write_report(args.runs, args.out, error=args.error)
+    write_report(args.runs, args.out, error=args.error, diverged=args.diverged)
     print(f"report written to {args.out}/report.md")
     return 0
 
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--error", default="best_ema_error", help="which error column the analyses use")
+    p.add_argument("--diverged", default="stemsweep",
+                   help="how the lr/wd EDFs count diverged runs: stemsweep (a failed setting, within no Δ) or "
+                        "pycls (at the error reached before diverging; left out if never evaluated)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="the runs' records without checkpoints or W&B files, and runs.csv: "

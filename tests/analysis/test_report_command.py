@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
+from stemsweep.analysis import CorruptRecordWarning
 from stemsweep.cli import main
 
 TABLES = ["runs", "training_length_gap", "optimizer_gap", "lrwd_edf", "edf_band", "edf_summary", "edf_ks",
@@ -42,13 +44,36 @@ def test_report_writes_every_figure_table_and_report_md(records_dir, tmp_path):
     assert f"| mini_lrwd_sgd | 24 | {sgd['wall_time_s'].sum() / 3600:.2f} | 500 |" in report
 
 
-def test_report_on_no_runs_and_another_error(tmp_path):
-    (tmp_path / "runs").mkdir()
-    out = tmp_path / "report"
-    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--error", "final_error"]) == 0
-    report = (out / "report.md").read_text()
-    assert "_No runs found._" in report and "`final_error`" in report
-    assert not (out / "figures").exists()
+def test_report_on_no_runs_says_so_in_one_line_and_writes_nothing(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    runs.mkdir()
+    assert main(["report", str(runs), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"stemsweep report: error: no runs found in {runs}: no report written\n"
+    (runs / "0123456789").mkdir()  # a run directory without a summary: skipped, and counted
+    with pytest.warns(CorruptRecordWarning):
+        assert main(["report", str(runs), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"stemsweep report: error: no runs found in {runs} (1 record could not be read): no report written\n")
+    assert not out.exists()
+
+
+def test_a_report_regenerated_later_is_the_same_bytes(tmp_path, monkeypatch):
+    from analysis_records import write_record
+
+    runs = tmp_path / "runs"
+    for lr in (1e-3, 3e-3, 1e-2):
+        write_record(runs, model="ViT_C-XS", size="vit_xs", family="vit", stem="conv", optimizer="adamw", lr=lr,
+                     wd=0.05, epochs=2, sweep="mini_lrwd_adamw", final_ema_error=20.0 + 1000 * lr)
+    outputs = []
+    for now in ("1700000000", "1800000000"):  # matplotlib dates a PDF by SOURCE_DATE_EPOCH, else by the clock
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", now)
+        outputs.append(tmp_path / now)
+        assert main(["report", str(runs), "--out", str(outputs[-1])]) == 0
+    files = sorted(p.relative_to(outputs[0]) for p in outputs[0].rglob("*") if p.is_file())
+    assert sum(f.suffix == ".pdf" for f in files) == 2  # the lr/wd EDF and scatter
+    assert files == sorted(p.relative_to(outputs[1]) for p in outputs[1].rglob("*") if p.is_file())
+    for file in files:
+        assert (outputs[0] / file).read_bytes() == (outputs[1] / file).read_bytes(), file
 
 
 def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
@@ -87,4 +112,5 @@ def test_report_says_when_runs_without_an_ema_stand_in_with_their_own_error(tmp_
     assert ("1 of the 2 runs have no EMA error (trained without an EMA, or with one still mostly the untrained "
             "initial model): their own `best_error` stands in for `best_ema_error`.") in report
     assert main(["report", str(runs), "--out", str(out), "--error", "best_error"]) == 0
-    assert "without an EMA" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "The error is `best_error`" in report and "without an EMA" not in report

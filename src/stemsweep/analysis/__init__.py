@@ -8,7 +8,7 @@
 `stemsweep report RUNS --out DIR` writes every figure and table (stemsweep.analysis.report).
 """
 
-from stemsweep.analysis.load import CorruptRecordWarning, load_history, load_runs
+from stemsweep.analysis.load import CorruptRecordWarning, load_history, load_runs, with_error_before_divergence
 from stemsweep.analysis.plots import (
     edf_figure,
     lrwd_scatter_figure,
@@ -18,10 +18,12 @@ from stemsweep.analysis.plots import (
     training_length_figure,
 )
 from stemsweep.analysis.stability import (
+    DIVERGED_CONVENTIONS,
     edf_band,
     edf_ks,
     edf_summary,
     lrwd_edf,
+    lrwd_results,
     lrwd_study_runs,
     optimizer_gap,
     paper_top1_errors,
@@ -33,9 +35,9 @@ from stemsweep.analysis.stability import (
 )
 
 __all__ = [
-    "CorruptRecordWarning", "load_history", "load_runs",
-    "edf_band", "edf_ks", "edf_summary", "lrwd_edf", "lrwd_study_runs", "optimizer_gap", "paper_top1_errors",
-    "peak_table", "results", "seed_groups", "training_length_gap", "tuned_runs",
+    "CorruptRecordWarning", "load_history", "load_runs", "with_error_before_divergence",
+    "DIVERGED_CONVENTIONS", "edf_band", "edf_ks", "edf_summary", "lrwd_edf", "lrwd_results", "lrwd_study_runs",
+    "optimizer_gap", "paper_top1_errors", "peak_table", "results", "seed_groups", "training_length_gap", "tuned_runs",
     "edf_figure", "lrwd_scatter_figure", "optimizer_gap_figure", "peak_figure", "save_figure",
     "training_length_figure",
 ]

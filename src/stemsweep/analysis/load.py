@@ -115,6 +115,40 @@ def load_history(source: str | os.PathLike | Iterable[str | os.PathLike], api: A
     return history
 
 
+def with_error_before_divergence(table: pd.DataFrame, source: str | os.PathLike | Iterable[str | os.PathLike],
+                                 error: str = "best_ema_error", api: Any = None) -> pd.DataFrame:
+    """`table` (load_runs of `source`) with the column error_before_divergence: for a diverged run, the
+    `error` it reached over the epochs it evaluated before its loss stopped being finite (its record
+    has none, so it is read from its per-epoch metrics: best_* the lowest, final_* the last epoch's;
+    as in load_runs, the model's error stands in where the EMA's is missing); NaN for a diverged run
+    that never evaluated, and for every other run. The authors' pycls counts diverged runs at it
+    (stability.DIVERGED_CONVENTIONS)."""
+    if error not in ERROR_CHOICES:
+        raise ValueError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
+    column = {"best_ema_error": "ema_test_error", "final_ema_error": "ema_test_error",
+              "best_error": "test_error", "final_error": "test_error"}
+    diverged = set(table.loc[table["status"] == "diverged", "run_dir"])
+    history = load_history(source, api) if diverged else pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    history = history[history["run_dir"].isin(diverged)].sort_values(["run_dir", "epoch"])
+
+    def reached(epochs: pd.DataFrame) -> float:
+        def over_epochs(name: str) -> float:
+            if name not in epochs:  # e.g. no EMA error logged at all
+                return float("nan")
+            values = pd.to_numeric(epochs[name], errors="coerce")
+            return values.min() if error.startswith("best") else values.iloc[-1]
+
+        value = over_epochs(column[error])
+        if pd.isna(value) and error in EMA_FALLBACK:
+            value = over_epochs(column[EMA_FALLBACK[error]])
+        return float(value)
+
+    before = {run_dir: reached(epochs) for run_dir, epochs in history.groupby("run_dir", sort=False)}
+    table = table.copy()
+    table["error_before_divergence"] = table["run_dir"].map(before).astype("float64")
+    return table
+
+
 # --- sources ---------------------------------------------------------------------------------------
 
 def _sources(source) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from stemsweep.analysis.stability import lrwd_edf, results
+from stemsweep.analysis.stability import check_diverged_convention, lrwd_edf, results
 
 FAMILY_COLORS = {"ViT_P": "#D55E00", "ViT_C": "#0072B2", "RegNetY": "#009E73"}
 FAMILY_MARKERS = {"ViT_P": "o", "ViT_C": "s", "RegNetY": "^"}
@@ -68,7 +68,8 @@ def model_marker(model: str) -> str:
     return FAMILY_MARKERS.get(model_family(model), OTHER_MARKER)
 
 
-def _optimizer_name(optimizer: str) -> str:
+def optimizer_name(optimizer: str) -> str:
+    """The optimizer's name as the paper writes it (AdamW, SGD), in figures and the report alike."""
     return OPTIMIZER_NAMES.get(optimizer, optimizer)
 
 
@@ -126,7 +127,7 @@ def training_length_figure(gaps: pd.DataFrame) -> Figure:
             any_diverged |= bool(failed.any())
         ax.axhline(0, color="0.6", linewidth=0.8)
         _epoch_axis(ax, part["epochs"])
-        ax.set_title(_optimizer_name(optimizer))
+        ax.set_title(optimizer_name(optimizer))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Δ top-1 error to the longest schedule (points)")
     unique = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
@@ -191,10 +192,17 @@ def _lighter(color, amount: float) -> tuple[float, float, float]:
 
 # --- lr/wd stability -------------------------------------------------------------------------------
 
-def edf_figure(band: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+# The legend's title: how the curves count diverged runs (stability.DIVERGED_CONVENTIONS).
+DIVERGED_LEGEND_TITLES = {"stemsweep": "diverged runs: within no Δ",
+                          "pycls": "diverged runs: at their error\nbefore diverging (as pycls)"}
+
+
+def edf_figure(band: pd.DataFrame, summary: pd.DataFrame, diverged: str = "stemsweep") -> Figure:
     """The EDF of Δerror with its bootstrap band (edf_band), one panel per optimizer, one curve per
-    model; the legend gives each model's runs and diverged runs (edf_summary). Dotted lines at 1 and
-    4 points."""
+    model; the legend gives each model's runs and diverged runs (edf_summary), and its title how
+    they were counted (`diverged`: the convention both tables were made with). Dotted lines at 1
+    and 4 points."""
+    check_diverged_convention(diverged)
     optimizers = _optimizers(band)
     colors = model_colors(band["model"])
     fig, axes = _panels(len(optimizers))
@@ -204,8 +212,8 @@ def edf_figure(band: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         for model in model_order(part["model"]):
             curve = part[part["model"] == model].sort_values("delta")
             counts = summary[(summary["model"] == model) & (summary["optimizer"] == optimizer)].iloc[0]
-            diverged = f", {counts['diverged']} diverged" if counts["diverged"] else ""
-            label = f"{model} (n={counts['runs']}{diverged})"
+            of_them = f", {counts['diverged']} diverged" if counts["diverged"] else ""
+            label = f"{model} (n={counts['runs']}{of_them})"
             # Steps to the right edge: the EDF stays at its last value (below 1 if runs diverged).
             delta = np.append(curve["delta"].to_numpy(float), right)
             edf, lower, upper = (_hold_last(curve[c]) for c in ("edf", "lower", "upper"))
@@ -216,9 +224,10 @@ def edf_figure(band: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         ax.set_xlim(0, right)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("Δ top-1 error to the best (points)")
-        ax.set_title(_optimizer_name(optimizer))
+        ax.set_title(optimizer_name(optimizer))
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="lower right", fontsize="small", title=DIVERGED_LEGEND_TITLES[diverged],
+                  title_fontsize="small")
     axes[0][0].set_ylabel("share of runs with Δerror < Δ")
     fig.suptitle("lr/wd stability: EDF of Δerror (band: bootstrap)")
     return fig
@@ -266,7 +275,7 @@ def lrwd_scatter_figure(runs: pd.DataFrame, within: float = 1.0) -> Figure:
             ax.xaxis.set_minor_formatter(NullFormatter())  # labels on decades only (and a faster layout)
             ax.set_ylim(low - 1, top)
             ax.set_xlabel(f"{axis} (per 2048 images)" if axis == "lr" else "weight decay")
-            ax.set_title(f"{_optimizer_name(optimizer)}: error vs {axis}")
+            ax.set_title(f"{optimizer_name(optimizer)}: error vs {axis}")
             ax.grid(alpha=0.3)
         row[0].set_ylabel("top-1 error (%)")
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
@@ -295,7 +304,7 @@ def peak_figure(peak: pd.DataFrame) -> Figure:
             std = row["error_std"]
             ax.errorbar(row["error"], y, xerr=None if pd.isna(std) else std, color=colors[model],
                         marker=model_marker(model), capsize=2)
-            ax.annotate(f"{row['error']:.1f} ({int(row['epochs'])} ep, {_optimizer_name(row['optimizer'])})",
+            ax.annotate(f"{row['error']:.1f} ({int(row['epochs'])} ep, {optimizer_name(row['optimizer'])})",
                         (row["error"], y), textcoords="offset points", xytext=(6, 5), fontsize="small")
         else:
             ax.annotate("every run diverged", (0.02, y), xycoords=("axes fraction", "data"),
@@ -316,10 +325,11 @@ def peak_figure(peak: pd.DataFrame) -> Figure:
 
 
 def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
-    """Write `name`.png and `name`.pdf into `directory`; returns their paths."""
+    """Write `name`.png and `name`.pdf into `directory`; returns their paths. The same figure gives the
+    same bytes: the PDF carries no creation date (the PNG never does)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths

@@ -6,27 +6,32 @@ DIR/tables/         runs.csv and one CSV per metric (all data sets, full precisi
 
 The training-length, optimizer and peak experiments use `tuned_runs`, the lr/wd experiment
 `lrwd_study_runs`. An experiment without the data it needs is skipped with a line saying why.
+`--diverged pycls` counts diverged runs in the lr/wd experiment as the authors' pycls does; the
+report and the EDF figure's legend say which way they were counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from stemsweep.analysis.load import EMA_FALLBACK, load_runs
+from stemsweep.analysis.load import EMA_FALLBACK, load_runs, with_error_before_divergence
 from stemsweep.analysis.plots import (
     edf_figure,
     epochs_label,
     lrwd_scatter_figure,
     model_order,
     optimizer_gap_figure,
+    optimizer_name,
     peak_figure,
     save_figure,
     training_length_figure,
 )
 from stemsweep.analysis.stability import (
+    check_diverged_convention,
     edf_band,
     edf_ks,
     edf_summary,
@@ -46,12 +51,41 @@ ERROR_MEANINGS = {
     "final_error": "the model's top-1 error after the last epoch",
 }
 NO_DATASET = "unknown"
+# How the lr/wd experiment counts diverged runs (stability.DIVERGED_CONVENTIONS), in the report's words:
+# its line saying so, the runs section, the shares within 1 and 4 points, the KS tests.
+DIVERGED_WORDS = {
+    "stemsweep": {
+        "line": "Diverged runs count stemsweep's way in the lr/wd EDFs, bands, summaries and KS tests: as failed "
+                "settings, in their group's runs and within no Δ (`--diverged pycls` counts them as the "
+                "authors' pycls does).",
+        "runs": "counted in the EDF's runs, never within any Δ",
+        "within": "Share of all runs (diverged ones included)",
+        "ks": "diverged runs as Δ = +∞",
+    },
+    "pycls": {
+        "line": "Diverged runs count as the authors' pycls counts them in the lr/wd EDFs, bands, summaries and KS "
+                "tests: a run that diverged counts at its `{error}` before it diverged (from its per-epoch "
+                "metrics), and one that diverged before its first evaluation is left out.",
+        "runs": "in the lr/wd EDFs counted as pycls does, above",
+        "within": "Share of the runs counted (diverged ones at their error before diverging)",
+        "ks": "diverged runs at their error before diverging",
+    },
+}
 
 
-def write_report(runs: list[str], out: str, error: str = "best_ema_error") -> Path:
+def write_report(runs: list[str], out: str, error: str = "best_ema_error", diverged: str = "stemsweep") -> Path:
     """Load the runs of `runs` (runs directories or W&B projects), write every figure, the tables as
-    CSV and report.md into `out`; returns report.md's path."""
+    CSV and report.md into `out`; returns report.md's path. `diverged` says how the lr/wd experiment
+    counts diverged runs (stability.DIVERGED_CONVENTIONS). Where no run is found, nothing is written
+    (ValueError)."""
+    check_diverged_convention(diverged)
     table = load_runs(runs, error=error)
+    if table.empty:
+        skipped = table.attrs.get("skipped", [])
+        unreadable = f" ({len(skipped)} record{'s' * (len(skipped) != 1)} could not be read)" if skipped else ""
+        raise ValueError(f"no runs found in {', '.join(map(str, runs))}{unreadable}: no report written")
+    if diverged == "pycls":
+        table = with_error_before_divergence(table, runs, error)
     table["dataset"] = table["dataset"].fillna(NO_DATASET)
     out_dir = Path(out)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
@@ -60,10 +94,10 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error") -> Pa
         "runs": table,
         "training_length_gap": training_length_gap(tuned),
         "optimizer_gap": optimizer_gap(tuned),
-        "lrwd_edf": lrwd_edf(lrwd),
-        "edf_band": edf_band(lrwd),
-        "edf_summary": edf_summary(lrwd),
-        "edf_ks": edf_ks(lrwd),
+        "lrwd_edf": lrwd_edf(lrwd, diverged),
+        "edf_band": edf_band(lrwd, diverged=diverged),
+        "edf_summary": edf_summary(lrwd, diverged=diverged),
+        "edf_ks": edf_ks(lrwd, diverged),
         "peak": peak_table(tuned),
     }
     for name, values in metrics.items():
@@ -77,11 +111,12 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error") -> Pa
             lines[-1:-1] = [f"{no_ema} of the {len(table)} runs have no EMA error (trained without an EMA, or "
                             "with one still mostly the untrained initial model): their own "
                             f"`{EMA_FALLBACK[error]}` stands in for `{error}`."]
-    lines += _runs_section(table)
+    lines[-1:-1] = [DIVERGED_WORDS[diverged]["line"].format(error=error)]
+    lines += _runs_section(table, diverged)
     for dataset in sorted(set(table["dataset"])):
         lines += [f"## Data set: {dataset}", ""]
         report = _DatasetReport(out_dir, dataset, {k: _of(v, dataset) for k, v in metrics.items()},
-                                _of(lrwd, dataset))
+                                _of(lrwd, dataset), diverged)
         for section in (report.training_length, report.optimizer, report.lrwd, report.peak):
             lines += section()
     path = out_dir / "report.md"
@@ -97,20 +132,17 @@ def _of(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 # --- the runs --------------------------------------------------------------------------------------
 
-def _runs_section(table: pd.DataFrame) -> list[str]:
+def _runs_section(table: pd.DataFrame, diverged: str) -> list[str]:
     lines = ["## Runs", ""]
     skipped = table.attrs.get("skipped", [])
-    if table.empty:
-        lines += ["_No runs found._", ""]
-    else:
-        counts = table.groupby(["dataset", "status"]).size().unstack(fill_value=0)
-        statuses = [s for s in ("done", "diverged", "running", "resumable", "failed") if s in counts.columns]
-        rows = [[dataset, *(str(counts.loc[dataset, s]) for s in statuses), str(counts.loc[dataset].sum())]
-                for dataset in counts.index]
-        lines += _markdown_table(["data set", *statuses, "all"], rows)
-        lines += ["Done runs are results; diverged runs are results too (a failed setting: drawn as crosses, "
-                  "counted in the EDF's runs, never within any Δ). Running, resumable (stopped by a signal, "
-                  "to be resumed) and failed runs are left out.", ""]
+    counts = table.groupby(["dataset", "status"]).size().unstack(fill_value=0)
+    statuses = [s for s in ("done", "diverged", "running", "resumable", "failed") if s in counts.columns]
+    rows = [[dataset, *(str(counts.loc[dataset, s]) for s in statuses), str(counts.loc[dataset].sum())]
+            for dataset in counts.index]
+    lines += _markdown_table(["data set", *statuses, "all"], rows)
+    lines += [f"Done runs are results; diverged runs are results too (a failed setting: drawn as crosses, "
+              f"{DIVERGED_WORDS[diverged]['runs']}). Running, resumable (stopped by a signal, to be resumed) "
+              "and failed runs are left out.", ""]
     lines += _cost_section(table)
     failed = table[table["status"] == "failed"]
     if len(failed):
@@ -127,7 +159,7 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
 def _cost_section(table: pd.DataFrame) -> list[str]:
     """What each sweep cost: its runs' summed wall time (one run's start-up, training and evaluation;
     runs that ran side by side each count whole) and median training speed."""
-    if table["wall_time_s"].isna().all():  # load_runs always has the column; empty: no runs
+    if table["wall_time_s"].isna().all():  # no run recorded its wall time
         return []
     sweeps = table.assign(sweep=table["sweep"].fillna("(none)"))
     rows = []
@@ -144,8 +176,9 @@ def _cost_section(table: pd.DataFrame) -> list[str]:
 
 class _DatasetReport:
     def __init__(self, out_dir: Path, dataset: str, metrics: dict[str, pd.DataFrame],
-                 lrwd_runs: pd.DataFrame):
+                 lrwd_runs: pd.DataFrame, diverged: str):
         self.out_dir, self.dataset, self.metrics, self.lrwd_runs = out_dir, dataset, metrics, lrwd_runs
+        self.diverged = diverged
 
     def _figure(self, draw: Callable, name: str, caption: str, *tables: pd.DataFrame) -> list[str]:
         fig = draw(*tables)
@@ -162,7 +195,7 @@ class _DatasetReport:
             return lines + [_skipped("no model was run at two or more schedules with one optimizer")]
         lines += self._figure(training_length_figure, "training_length", "Error at each schedule minus the "
                               "error at the longest schedule, per model and optimizer (points).", gaps)
-        rows = [[r.model, _optimizer(r.optimizer), str(r.epochs), _mean_std(r.error, r.error_std, r.diverged),
+        rows = [[r.model, optimizer_name(r.optimizer), str(r.epochs), _mean_std(r.error, r.error_std, r.diverged),
                  "reference" if r.epochs == r.reference_epochs else
                  _mean_std(r.gap, r.gap_std, r.diverged, signed=True), _runs(r.n, r.diverged)]
                 for r in _by_model(gaps, "optimizer", "epochs").itertuples()]
@@ -194,26 +227,26 @@ class _DatasetReport:
             lines.append(_skipped("every run of the lr/wd sweeps diverged: there is no best error to compare "
                                   "with (figures skipped)"))
         else:
-            lines += self._figure(edf_figure, "lrwd_edf", "EDF of Δerror = error − the best error of the "
+            edf = partial(edf_figure, diverged=self.diverged)
+            lines += self._figure(edf, "lrwd_edf", "EDF of Δerror = error − the best error of the "
                                   "same model and optimizer: the share of runs with Δerror < Δ, with a 95% "
                                   "bootstrap band. Steeper is more stable.", band, summary)
             lines += self._figure(lrwd_scatter_figure, "lrwd_scatter", "Error of each (lr, wd) draw; star: "
                                   "the best run, shaded: runs less than 1 point worse.", self.lrwd_runs)
         within = [c for c in summary.columns if c.startswith("within_")]
-        rows = [[r["model"], _optimizer(r["optimizer"]), str(r["epochs"]), str(r["runs"]), str(r["diverged"]),
+        rows = [[r["model"], optimizer_name(r["optimizer"]), str(r["epochs"]), str(r["runs"]), str(r["diverged"]),
                  _number(r["best_error"]), f"{r['best_lr']:.3g}", f"{r['best_wd']:.3g}",
                  *(f"{r[c]:.0%}" for c in within)]
                 for _, r in _by_model(summary, "optimizer", "epochs").iterrows()]
-        lines += ["Share of all runs (diverged ones included) less than 1 and 4 points worse than the best:",
-                  ""]
+        lines += [f"{DIVERGED_WORDS[self.diverged]['within']} less than 1 and 4 points worse than the best:", ""]
         header = ["model", "optimizer", "epochs", "runs", "diverged", "best error", "best lr", "best wd",
                   *(f"< {c.removeprefix('within_')} points" for c in within)]
         lines += _markdown_table(header, rows)
         tests = self.metrics["edf_ks"]
         if len(tests):
             lines += ["Two-sample Kolmogorov–Smirnov tests between the models' Δerror distributions "
-                      "(diverged runs as Δ = +∞):", ""]
-            rows = [[_optimizer(r.optimizer), r.model_a, r.model_b, f"{r.n_a} / {r.n_b}",
+                      f"({DIVERGED_WORDS[self.diverged]['ks']}):", ""]
+            rows = [[optimizer_name(r.optimizer), r.model_a, r.model_b, f"{r.n_a} / {r.n_b}",
                      f"{r.statistic:.3f}", f"{r.pvalue:.3g}"] for r in tests.itertuples()]
             header = ["optimizer", "model A", "model B", "runs", "KS statistic", "p-value"]
             lines += _markdown_table(header, rows)
@@ -226,7 +259,7 @@ class _DatasetReport:
             return lines + [_skipped("no finished runs")]
         lines += self._figure(peak_figure, "peak", "Each model's best error (mean over seeds) and the "
                               "paper's at the same schedule.", peak)
-        rows = [[r.model, _mean_std(r.error, r.error_std, r.diverged), str(r.epochs), _optimizer(r.optimizer),
+        rows = [[r.model, _mean_std(r.error, r.error_std, r.diverged), str(r.epochs), optimizer_name(r.optimizer),
                  f"{r.lr:.3g}", f"{r.wd:.3g}", _number(r.paper_error), _number(r.difference, signed=True)]
                 for r in _by_model(peak).itertuples()]
         lines += _markdown_table(["model", "best error", "epochs", "optimizer", "lr", "wd", "paper",
@@ -247,10 +280,6 @@ def _by_model(table: pd.DataFrame, *then: str) -> pd.DataFrame:
 
 def _skipped(why: str) -> str:
     return f"_Skipped: {why}._\n"
-
-
-def _optimizer(name: str) -> str:
-    return {"adamw": "AdamW", "sgd": "SGD"}.get(name, name)
 
 
 def _number(value, signed: bool = False) -> str:

@@ -5,8 +5,9 @@ ViT_C-4GF), `optimizer`, `epochs`, `lr`, `wd`, `status` and `error` (top-1, perc
 DataFrame. What counts, everywhere:
 
 - A `done` run is a result. A `diverged` run is a result too: a failed setting, the paper's reading.
-  Each metric says how it shows one. `failed` (crashed) and `running` runs are not results and are
-  left out (the report lists them).
+  Each metric says how it shows one; the lr/wd EDFs can count them as the authors' pycls does
+  instead (`diverged="pycls"`, DIVERGED_CONVENTIONS). `failed` (crashed) and `running` runs are not
+  results and are left out (the report lists them).
 - Runs that differ only by seed are one setting (`seed_groups`): `error` is their mean over the
   finished runs, `error_std` the sample standard deviation (NaN for a single run), `n` the finished
   runs and `diverged` the diverged ones.
@@ -35,6 +36,10 @@ MODEL_COLUMNS = ("model", "stem")
 # records without a `setting` (NaN: e.g. W&B runs logged before it existed) still group by them.
 RECIPE_COLUMNS = ("lr", "wd", "batch_size", "train_subset", "aug", "setting")
 PAPER_SCHEDULES = (100, 200, 400)
+# How the lr/wd EDFs count a diverged run. stemsweep: a failed setting, in the group's runs and within
+# no Δ. pycls (the authors' sweep analysis): at the error it reached before diverging (the column
+# load.with_error_before_divergence adds); one that never evaluated is left out.
+DIVERGED_CONVENTIONS = ("stemsweep", "pycls")
 
 
 # --- which runs ------------------------------------------------------------------------------------
@@ -171,10 +176,34 @@ def optimizer_gap(df: pd.DataFrame) -> pd.DataFrame:
 
 # --- lr/wd stability: the EDF of Δerror --------------------------------------------------------------
 
-def _lrwd_deltas(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The result runs with best_error (of their group), delta = error − best_error (inf for a
-    diverged run: it falls under no Δ) and runs (the group's size, diverged ones included)."""
+def check_diverged_convention(diverged: str) -> None:
+    """One line naming a `diverged` that is not in DIVERGED_CONVENTIONS, and what is allowed."""
+    if diverged not in DIVERGED_CONVENTIONS:
+        raise ValueError(f"diverged={diverged!r} is not allowed: choose one of {', '.join(DIVERGED_CONVENTIONS)}")
+
+
+def lrwd_results(df: pd.DataFrame, diverged: str = "stemsweep") -> pd.DataFrame:
+    """The runs the lr/wd EDFs count, and at which error, by the `diverged` convention: "stemsweep"
+    (`results`: a diverged run's error is NaN) or "pycls" (a diverged run's error is its
+    error_before_divergence; one without is left out, as pycls's load_sweep drops a job that never
+    evaluated its EMA)."""
+    check_diverged_convention(diverged)
     runs = results(df)
+    if diverged == "stemsweep":
+        return runs
+    if "error_before_divergence" not in runs.columns:
+        raise ValueError("diverged='pycls' counts each diverged run at its error before divergence: add "
+                         "it with stemsweep.analysis.with_error_before_divergence(table, source)")
+    is_diverged = runs["status"] == "diverged"
+    runs.loc[is_diverged, "error"] = runs.loc[is_diverged, "error_before_divergence"]
+    return runs[runs["error"].notna()]
+
+
+def _lrwd_deltas(df: pd.DataFrame, diverged: str) -> tuple[pd.DataFrame, list[str]]:
+    """The runs `lrwd_results` counts with best_error (of their group), delta = error − best_error
+    (inf for a run without an error, a diverged one by stemsweep's convention: it falls under no Δ)
+    and runs (the group's size, such runs included)."""
+    runs = lrwd_results(df, diverged)
     keys = _cell_keys(runs, "optimizer", *_present(runs, ("epochs",)))
     grouped = runs.groupby(keys, dropna=False)
     runs["best_error"] = grouped["error"].transform("min")
@@ -183,32 +212,36 @@ def _lrwd_deltas(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs, keys
 
 
-def lrwd_edf(df: pd.DataFrame) -> pd.DataFrame:
+def lrwd_edf(df: pd.DataFrame, diverged: str = "stemsweep") -> pd.DataFrame:
     """The EDF of Δerror = error − the best error of the same model, optimizer (and schedule): one
-    row per finished run with model, optimizer, delta and edf = the share of the group's runs whose
-    delta is ≤ this one (the EDF just after its step; the paper's F(Δ) = share with Δerror < Δ).
+    row per run with an error with model, optimizer, delta and edf = the share of the group's runs
+    whose delta is ≤ this one (the EDF just after its step; the paper's F(Δ) = share with Δerror < Δ).
 
-    Diverged runs are no rows but count in the group's size (`runs`), and fall under no Δ: with
-    diverged runs the EDF never reaches 1. Also: stem, epochs, lr, wd, seed, error, best_error.
+    By stemsweep's convention (`diverged`, DIVERGED_CONVENTIONS) diverged runs are no rows but count
+    in the group's size (`runs`), and fall under no Δ: with diverged runs the EDF never reaches 1. By
+    pycls's, a diverged run that evaluated is a row at its error before divergence, and one that never
+    did is left out. Also: stem, epochs, lr, wd, seed, error, best_error.
     """
-    runs, keys = _lrwd_deltas(df)
+    runs, keys = _lrwd_deltas(df, diverged)
     runs["edf"] = runs.groupby(keys, dropna=False)["delta"].rank(method="max") / runs["runs"]
-    finished = runs[runs["status"] == "done"]
+    rows = runs[np.isfinite(runs["delta"])]
     columns = keys + ["delta", "edf", *_present(runs, ("lr", "wd", "seed")), "error", "best_error", "runs",
                       *_present(runs, ("signature",))]
-    return finished[columns].sort_values(keys + ["delta"]).reset_index(drop=True)
+    return rows[columns].sort_values(keys + ["delta"]).reset_index(drop=True)
 
 
-def edf_band(df: pd.DataFrame, level: float = 0.95, samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def edf_band(df: pd.DataFrame, level: float = 0.95, samples: int = 1000, seed: int = 0,
+             diverged: str = "stemsweep") -> pd.DataFrame:
     """A bootstrap confidence band of each group's EDF, at every Δ where the EDF steps.
 
-    The group's runs (diverged ones included) are drawn again with replacement `samples` times, the
-    Δs held fixed, and the EDF of each draw evaluated; lower/upper are its (1 ∓ level)/2 quantiles.
-    Columns: the group's (model, stem, optimizer, epochs), delta, edf, lower, upper.
+    The group's runs (those `lrwd_edf` counts by the `diverged` convention) are drawn again with
+    replacement `samples` times, the Δs held fixed, and the EDF of each draw evaluated; lower/upper
+    are its (1 ∓ level)/2 quantiles. Columns: the group's (model, stem, optimizer, epochs), delta,
+    edf, lower, upper.
     """
     if not 0 < level < 1:
         raise ValueError(f"level={level} is not allowed: a number in (0, 1)")
-    runs, keys = _lrwd_deltas(df)
+    runs, keys = _lrwd_deltas(df, diverged)
     rng = np.random.default_rng(seed)
     quantiles = [(1 - level) / 2, (1 + level) / 2]
     bands = []
@@ -231,15 +264,17 @@ def edf_band(df: pd.DataFrame, level: float = 0.95, samples: int = 1000, seed: i
     return pd.concat(bands, ignore_index=True)
 
 
-def edf_summary(df: pd.DataFrame, within: tuple[float, ...] = (1.0, 4.0)) -> pd.DataFrame:
-    """Per model, optimizer (and schedule): runs, finished, diverged, the best run (best_error,
-    best_lr, best_wd) and, for each t in `within`, within_<t> = F(t), the share of all the group's
-    runs (diverged ones included) less than t points worse than the best."""
-    runs, keys = _lrwd_deltas(df)
+def edf_summary(df: pd.DataFrame, within: tuple[float, ...] = (1.0, 4.0), diverged: str = "stemsweep"
+                ) -> pd.DataFrame:
+    """Per model, optimizer (and schedule): runs, finished, diverged (the runs `lrwd_edf` counts by the
+    `diverged` convention, and the done and diverged ones among them), the best run (best_error,
+    best_lr, best_wd) and, for each t in `within`, within_<t> = F(t), the share of all those runs
+    (diverged ones included) less than t points worse than the best."""
+    runs, keys = _lrwd_deltas(df, diverged)
     rows = []
     for key, group in runs.groupby(keys, dropna=False, sort=True):
         finished = group[group["status"] == "done"]
-        best = finished.loc[finished["error"].idxmin()] if len(finished) else None
+        best = group.loc[group["error"].idxmin()] if group["error"].notna().any() else None
         row = {**dict(zip(keys, key, strict=True)), "runs": len(group), "finished": len(finished),
                "diverged": int((group["status"] == "diverged").sum()),
                "best_error": np.nan if best is None else best["error"]}
@@ -251,11 +286,12 @@ def edf_summary(df: pd.DataFrame, within: tuple[float, ...] = (1.0, 4.0)) -> pd.
     return pd.DataFrame(rows)
 
 
-def edf_ks(df: pd.DataFrame) -> pd.DataFrame:
+def edf_ks(df: pd.DataFrame, diverged: str = "stemsweep") -> pd.DataFrame:
     """The two-sample Kolmogorov–Smirnov test (scipy.stats.ks_2samp) between every two models'
-    Δerror distributions, for each optimizer (and schedule). Diverged runs enter as Δ = +inf, as in
-    the EDF. Columns: optimizer, epochs, model_a, model_b, n_a, n_b, statistic, pvalue."""
-    runs, keys = _lrwd_deltas(df)
+    Δerror distributions, for each optimizer (and schedule), over the runs `lrwd_edf` counts by the
+    `diverged` convention: by stemsweep's, diverged runs enter as Δ = +inf, as in the EDF. Columns:
+    optimizer, epochs, model_a, model_b, n_a, n_b, statistic, pvalue."""
+    runs, keys = _lrwd_deltas(df, diverged)
     across = [k for k in keys if k not in MODEL_COLUMNS]
     rows = []
     for key, part in runs.groupby(across, dropna=False, sort=True):
