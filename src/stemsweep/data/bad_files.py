@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from stemsweep.config import ConfigError
@@ -43,6 +43,12 @@ class UnreadableImage(Exception):
     def __init__(self, path: str, cause: str = ""):
         super().__init__(path, cause)
         self.path, self.cause = path, cause
+
+    @classmethod
+    def from_error(cls, path: str, error: BaseException) -> UnreadableImage:
+        if isinstance(error, UnidentifiedImageError):  # its message repeats the path
+            return cls(path, "not an image file Pillow can identify")
+        return cls(path, f"{type(error).__name__}: {error}")
 
     def __str__(self) -> str:
         return f"{self.path}: {self.cause}"
@@ -103,9 +109,10 @@ class BadFiles:
     def too_many(self, paths: list[str] | None = None) -> TooManyBadFiles:
         paths = self.paths() if paths is None else paths
         more = f" and {len(paths) - FIRST_NAMED} more" if len(paths) > FIRST_NAMED else ""
+        files = "1 file" if len(paths) == 1 else f"{len(paths)} files"
         check = f"stemsweep check-data {self.root}" if self.root else "stemsweep check-data <data.root>"
         return TooManyBadFiles(
-            f"data.max_bad_files={self.limit} is exceeded: {len(paths)} files cannot be read or decoded "
+            f"data.max_bad_files={self.limit} is exceeded: {files} cannot be read or decoded "
             f"({', '.join(paths[:FIRST_NAMED])}{more}); list them all with `{check}`, then remove or "
             "replace them, or raise data.max_bad_files")
 

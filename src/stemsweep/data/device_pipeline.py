@@ -114,7 +114,7 @@ class EncodedImages(Dataset):
             else:
                 item = pil_to_tensor(header.convert("RGB"))
         except DECODE_ERRORS as exc:
-            raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
+            raise UnreadableImage.from_error(path, exc) from None
         width, height = header.size
         return item, label, self.draw(height, width) if self.draw else None, path
 

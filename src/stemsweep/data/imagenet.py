@@ -43,7 +43,7 @@ def read_rgb(path: str) -> torch.Tensor:
     try:
         return pil_to_tensor(pil_loader(path))
     except DECODE_ERRORS as exc:
-        raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
+        raise UnreadableImage.from_error(path, exc) from None
 
 
 def _first(names: list[str], shown: int = 5) -> str:
