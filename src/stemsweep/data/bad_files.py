@@ -77,10 +77,11 @@ class BadFiles:
         if self.path is None:
             return list(self._seen)
         try:
-            lines = self.path.read_text().splitlines()
+            text = self.path.read_text()
         except FileNotFoundError:
             return []
-        return list(dict.fromkeys(json.loads(line) for line in lines if line))
+        # The last piece has no newline yet while another process is writing it: it counts once written.
+        return list(dict.fromkeys(json.loads(line) for line in text.split("\n")[:-1] if line))
 
     def clear(self) -> None:
         """Forget the files met so far (a run that starts again from its first step meets them again)."""
