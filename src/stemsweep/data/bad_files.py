@@ -123,17 +123,26 @@ class BadFiles:
         return {"count": len(paths), "first": paths[:FIRST_SHOWN]}
 
 
-class ReplaceUnreadable(Dataset):
-    """A training split whose unreadable images are replaced by the next readable one (module doc).
-
-    Items are read with the same random state: a dataset raises UnreadableImage before it draws any
-    augmentation, so the replacement gets the draws the bad image would have got."""
+class _FolderSplit(Dataset):
+    """An image folder's split (ImageFolder, or the device pipeline's EncodedImages) whose files may be
+    unreadable: it raises UnreadableImage for them, before it draws any augmentation."""
 
     def __init__(self, dataset: Dataset, bad_files: BadFiles):
         self.dataset, self.bad_files = dataset, bad_files
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    # What build_data and the device pipeline read of an image folder.
+    samples = property(lambda self: self.dataset.samples)
+    targets = property(lambda self: self.dataset.targets)
+    classes = property(lambda self: self.dataset.classes)
+    transform = property(lambda self: self.dataset.transform)
+
+
+class ReplaceUnreadable(_FolderSplit):
+    """A training split whose unreadable images are replaced by the next readable one (module doc),
+    read with the same random state: the replacement gets the draws the bad image would have got."""
 
     def __getitem__(self, index: int) -> Any:
         for tried in range(len(self.dataset)):
@@ -143,14 +152,8 @@ class ReplaceUnreadable(Dataset):
                 self.bad_files.record(error, "replaced by the next image of the folder in training")
         raise self.bad_files.too_many()  # every file is bad, and the limit is higher than their number
 
-    # What build_data and the device pipeline read of an image folder.
-    samples = property(lambda self: self.dataset.samples)
-    targets = property(lambda self: self.dataset.targets)
-    classes = property(lambda self: self.dataset.classes)
-    transform = property(lambda self: self.dataset.transform)
 
-
-class LeaveOutUnreadable(ReplaceUnreadable):
+class LeaveOutUnreadable(_FolderSplit):
     """A test split whose unreadable images are items of None: `WithoutUnreadable` leaves them out of
     the batch, so the test error counts only the images that could be read."""
 
