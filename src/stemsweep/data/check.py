@@ -59,6 +59,7 @@ def check_data(root: str, processes: int | None = None) -> int:
     """Print every bad file of the folder with its cause; 1 if there is any, else 0."""
     if processes is not None and processes < 1:
         raise ValueError(f"--processes={processes} is not allowed: a positive integer")
+    print(f"listing the files under {root}", file=sys.stderr)  # minutes for millions of files
     paths = folder_images(root)
     bad = bad_images(paths, processes or len(os.sched_getaffinity(0)))
     for path, problem in bad.items():
