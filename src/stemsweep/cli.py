@@ -51,6 +51,12 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from stemsweep.data.check import check_data
+
+    return check_data(args.root, args.processes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stemsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweeps", nargs="+", required=True, help="the lr/wd sweeps to tune from, e.g. mini_lrwd_adamw")
     p.add_argument("--out", required=True, help="the option file to write, e.g. conf/tuning/mini.yaml")
     p.set_defaults(func=_tune)
+
+    p = sub.add_parser("check-data", help="decode every image of a data folder (train/, val/) and list the "
+                                          "files that cannot be read or decoded; exits 1 if there are any")
+    p.add_argument("root", help="the folder a run's data.root names")
+    p.add_argument("--processes", type=int, default=None, help="decoding processes (default: every CPU)")
+    p.set_defaults(func=_check_data)
     return parser
 
 

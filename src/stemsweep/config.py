@@ -196,6 +196,10 @@ class DataConfig:
     # an image folder, else cpu). The same augmentation either way; not part of a run's identity.
     pipeline: str = "auto"
     download: bool = False  # fashion_mnist only: let torchvision fetch it where a network exists
+    # Image folders: files that cannot be read or decoded are replaced (train) or left out (test) and
+    # counted (data/bad_files.py); past this many distinct files the run stops (0: at the first).
+    # Not part of a run's identity: it changes whether a run ends, not what it trains.
+    max_bad_files: int = 100
 
     def __post_init__(self) -> None:
         _one_of("data", self.name, ["fashion_mnist", "imagenet", "imagenet21k", "synthetic"])
@@ -216,6 +220,8 @@ class DataConfig:
                 f"data.{name}={value} is not allowed: a positive integer or null",
             )
         _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} is not allowed: an integer >= 0")
+        _require(self.max_bad_files >= 0,
+                 f"data.max_bad_files={self.max_bad_files} is not allowed: an integer >= 0 (0: stop at the first)")
         _one_of("data.pipeline", self.pipeline, ["auto", "cpu", "gpu"])
         _require(self.pipeline != "gpu" or self.name in ("imagenet", "imagenet21k"),
                  f"data.pipeline=gpu is not allowed with data={self.name}: the GPU pipeline decodes the JPEG "

@@ -153,9 +153,13 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
         summary = train(cfg, run_dir, summary, tracker, env, stop, previous_status)
     except Exception as exc:
         if env.is_main:
+            from stemsweep.data.bad_files import TooManyBadFiles
+
             run_dir.error_log.write_text(traceback.format_exc())
+            # bad files: the record says the stop line as it is printed
+            message = str(exc) if isinstance(exc, TooManyBadFiles) else f"{type(exc).__name__}: {exc}"
             failed = {**(run_dir.summary_or_none() or summary), "status": "failed",
-                      "error_message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+                      "error_message": message.splitlines()[0]}
             run_dir.write_summary(failed)
             tracker.finish(failed)
         if isinstance(exc, ConfigError):  # found once the data is loaded, e.g. a subset too large

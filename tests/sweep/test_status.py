@@ -36,7 +36,8 @@ def hold_lock(runs, signature, locked, release):
 def runs(tmp_path):
     """One run in every state the table knows; a process holds the lock of the running one."""
     record(tmp_path, "aaaaaaaaa1", "done", epochs_done=4, final_error=30.5, best_error=29.25,
-           final_ema_error=28.0, best_ema_error=27.5, slurm_job_id="4242_3")
+           final_ema_error=28.0, best_ema_error=27.5, slurm_job_id="4242_3",
+           bad_files={"count": 2, "first": ["/data/train/a/1.jpg", "/data/val/b/2.jpg"]})
     record(tmp_path, "aaaaaaaaa2", "running", epochs_done=2, final_error=40.0, best_error=40.0,
            final_ema_error=None, best_ema_error=None, slurm_job_id="4243")  # EMA off: the model's errors
     record(tmp_path, "aaaaaaaaa3", "running", epochs_done=1, slurm_job_id="4244")  # its process died
@@ -70,8 +71,9 @@ def test_each_run_state_comes_from_its_record_and_its_lock(runs):
     assert (done["model"], done["stem"], done["optimizer"], done["epochs"], done["lr"], done["wd"]) == (
         "ViT_C-XS", "conv", "adamw", 4, "0.016", "0.05")
     assert (done["done"], done["latest"], done["best"], done["job"]) == (4, "28.00", "27.50", "4242_3")
+    assert done["bad"] == "2"  # files of the data that could not be read
     running = rows["aaaaaaaaa2"]
-    assert (running["latest"], running["best"], running["job"]) == ("40.00", "40.00", "4243")
+    assert (running["latest"], running["best"], running["job"], running["bad"]) == ("40.00", "40.00", "4243", "-")
     assert rows["aaaaaaaaa3"]["latest"] == "-"
     assert rows["aaaaaaaaa4"]["log"] == "/sweeps/x/.submitit/4245_0/4245_0_0_log.err"  # where the error is
     assert rows["aaaaaaaaa8"]["log"] == str(runs / "aaaaaaaaa8" / "error.log")
@@ -83,7 +85,7 @@ def test_the_table_has_one_line_per_run_and_counts_them(runs, capsys):
     assert cli(["status", str(runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done",
-                                "latest", "best", "restarts", "job", "log"]
+                                "latest", "best", "bad", "restarts", "job", "log"]
     assert len(lines) == 1 + 8 + 1
     assert lines[-1] == "8 runs: 1 corrupt, 1 diverged, 1 done, 2 failed, 1 interrupted, 1 pending, 1 running"
     failed = next(line for line in lines if line.startswith("aaaaaaaaa4")).split()

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Subset
 
 from stemsweep.config import AugConfig, ConfigError, DataConfig
 from stemsweep.data import fashion_mnist, synthetic
+from stemsweep.data.bad_files import BadFiles, LeaveOutUnreadable, ReplaceUnreadable, WithoutUnreadable
 from stemsweep.data.imagenet import load_imagenet
 from stemsweep.data.transforms import Normalise, small_image_test_transform, small_image_train_transform
 
@@ -56,14 +57,16 @@ def resolve_pipeline(data: DataConfig, device_type: str) -> str:
 
 
 def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
-               device_type: str = "cpu") -> DataBundle:
+               device_type: str = "cpu", bad_files: BadFiles | None = None) -> DataBundle:
     """train_res / test_res: the model's own resolutions, used for ImageNet when data.image_size /
     data.test_image_size are null. Small data sets keep their own size unless data.image_size is set.
-    `device_type` is the training device's, for data.pipeline=auto."""
+    `device_type` is the training device's, for data.pipeline=auto. `bad_files` counts an image
+    folder's unreadable files (a run's record; by default each process counts its own)."""
     if data.name == "fashion_mnist":
         bundle = _fashion_mnist(data, aug)
     elif data.name in FOLDER_DATASETS:
-        bundle = _imagenet(data, aug, train_res, test_res, resolve_pipeline(data, device_type))
+        bundle = _imagenet(data, aug, train_res, test_res, resolve_pipeline(data, device_type),
+                           bad_files or BadFiles(limit=data.max_bad_files, root=data.root))
     else:
         bundle = _synthetic(data, aug)
     bundle.train = _subset(bundle.train, data.train_subset, data.subset_seed, "data.train_subset")
@@ -85,7 +88,7 @@ def _fashion_mnist(data: DataConfig, aug: AugConfig) -> DataBundle:
 
 
 def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
-              pipeline: str) -> DataBundle:
+              pipeline: str, bad_files: BadFiles) -> DataBundle:
     size = data.image_size or train_res
     if size is None:
         raise ConfigError("data.image_size=null is not allowed for data=imagenet with a model that has no "
@@ -99,14 +102,17 @@ def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res:
     test_resize = test_res if own_resolution and test_res and test_res > test_size else None
     train, test = load_imagenet(data.root, aug, size, test_size, test_resize)
     if pipeline == "cpu":
-        return DataBundle(train, test, len(train.classes), 3, size, test_size, data.name)
+        return DataBundle(ReplaceUnreadable(train, bad_files), LeaveOutUnreadable(test, bad_files),
+                          len(train.classes), 3, size, test_size, data.name, collate=WithoutUnreadable(None))
     from stemsweep.data.device_pipeline import DeviceBatches, EncodedImages, collate_encoded
 
-    encoded = [EncodedImages(split.samples, split.classes, split.transform, train=split is train)
-               for split in (train, test)]
-    return DataBundle(*encoded, len(train.classes), 3, size, test_size, data.name, pipeline="gpu",
-                      collate=collate_encoded,
-                      on_device=(DeviceBatches(train.transform), DeviceBatches(test.transform)))
+    encoded_train, encoded_test = [EncodedImages(split.samples, split.classes, split.transform, train=split is train)
+                                   for split in (train, test)]
+    return DataBundle(ReplaceUnreadable(encoded_train, bad_files), LeaveOutUnreadable(encoded_test, bad_files),
+                      len(train.classes), 3, size, test_size, data.name, pipeline="gpu",
+                      collate=WithoutUnreadable(collate_encoded),
+                      on_device=(DeviceBatches(train.transform, bad_files, replace=True),
+                                 DeviceBatches(test.transform, bad_files, replace=False)))
 
 
 def _synthetic(data: DataConfig, aug: AugConfig) -> DataBundle:

@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from stemsweep.data.bad_files import DECODE_ERRORS, BadFiles, UnreadableImage
 from stemsweep.data.transforms import Normalise
 
 DECODED_ON_DEVICE = ("RGB", "L")  # JPEG colour modes the device decodes; others (CMYK, PNGs) are decoded in the worker
@@ -89,7 +90,9 @@ def _output_size(transforms: list) -> int:
 
 class EncodedImages(Dataset):
     """An image folder's files as the device pipeline's items: (the JPEG's bytes, or the image decoded
-    here when the device cannot decode it; label; the augmentation drawn for it, or None)."""
+    here when the device cannot decode it; label; the augmentation drawn for it, or None; the file's
+    path, named if the device cannot decode it). A file that cannot be read, or whose header cannot be
+    parsed, raises UnreadableImage before any augmentation is drawn (data/bad_files.py)."""
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], compose: v2.Compose, train: bool):
         self.samples, self.classes = samples, classes
@@ -102,27 +105,44 @@ class EncodedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, dict[str, Any] | None]:
         path, label = self.samples[index]
-        with open(path, "rb") as f:
-            data = f.read()
-        header = Image.open(io.BytesIO(data))  # reads the header only
-        if header.format == "JPEG" and header.mode in DECODED_ON_DEVICE:
-            item = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        else:
-            item = pil_to_tensor(header.convert("RGB"))
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            header = Image.open(io.BytesIO(data))  # reads the header only
+            if header.format == "JPEG" and header.mode in DECODED_ON_DEVICE and _has_end_marker(data):
+                item = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            else:
+                item = pil_to_tensor(header.convert("RGB"))
+        except DECODE_ERRORS as exc:
+            raise UnreadableImage.from_error(path, exc) from None
         width, height = header.size
-        return item, label, self.draw(height, width) if self.draw else None
+        return item, label, self.draw(height, width) if self.draw else None, path
 
 
-def collate_encoded(batch: list) -> tuple[list[torch.Tensor], torch.Tensor, list]:
-    items, labels, params = zip(*batch)
-    return list(items), torch.tensor(labels, dtype=torch.int64), list(params)
+def _has_end_marker(jpeg: bytes) -> bool:
+    """Whether the JPEG ends with its EOI marker (zero padding after it is common). A file cut short, a
+    truncated download, lacks it: it is decoded in the worker, where a failure replaces it as in the
+    CPU pipeline, rather than failing on the device."""
+    return jpeg.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def collate_encoded(batch: list) -> tuple[list[torch.Tensor], torch.Tensor, list, list[str]]:
+    items, labels, params, paths = zip(*batch)
+    return list(items), torch.tensor(labels, dtype=torch.int64), list(params), list(paths)
 
 
 class DeviceBatches:
     """Turns a collated batch of encoded images into the model's input on `device`: decode, each image's
-    crop / resize (per image: their sizes differ), then flip, AutoAugment and normalisation on the batch."""
+    crop / resize (per image: their sizes differ), then flip, AutoAugment and normalisation on the batch.
 
-    def __init__(self, compose: v2.Compose):
+    An image that neither the device nor Pillow can decode (its header parsed in the worker, its data
+    is corrupt) is counted in `bad_files`; in training (`replace`) it is replaced by the next image of
+    the batch that decoded, with that image's label and augmentation, so the batch keeps its size; in
+    testing it is left out."""
+
+    def __init__(self, compose: v2.Compose, bad_files: BadFiles, replace: bool):
+        self.bad_files, self.replace = bad_files, replace
+        self.size = _output_size(list(compose.transforms))
         self.per_image = [t for t in compose.transforms if isinstance(t, (v2.RandomResizedCrop, v2.Resize,
                                                                             v2.CenterCrop))]
         self.autoaugment = next((t for t in compose.transforms if isinstance(t, v2.AutoAugment)), None)
@@ -130,9 +150,14 @@ class DeviceBatches:
         self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, batch, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        items, labels, params = batch
+        items, labels, params, paths = batch
         params = params if params[0] is not None else [None] * len(items)
-        images = torch.stack([self._geometry(image, p) for image, p in zip(decode(items, device), params)])
+        decoded = decode(items, device)
+        if any(image is None for image in decoded):
+            decoded, labels, params = self._without_undecodable(decoded, labels, params, paths)
+            if not decoded:  # a test batch of only undecodable images
+                return torch.empty((0, 3, self.size, self.size), device=device), labels.to(device)
+        images = torch.stack([self._geometry(image, p) for image, p in zip(decoded, params)])
         if any(p and p["flip"] for p in params):
             flip = torch.tensor([bool(p and p["flip"]) for p in params], device=device).view(-1, 1, 1, 1)
             images = torch.where(flip, images.flip(-1), images)
@@ -143,6 +168,23 @@ class DeviceBatches:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(device, non_blocking=True)
+
+    def _without_undecodable(self, decoded: list, labels: torch.Tensor, params: list, paths: list[str]):
+        failed = [i for i, image in enumerate(decoded) if image is None]
+        outcome = "replaced by another image of its batch in training" if self.replace else \
+            "left out of the test error"
+        for i in failed:
+            self.bad_files.record(UnreadableImage(paths[i], "neither the device nor Pillow can decode it"), outcome)
+        if not self.replace:
+            kept = [i for i, image in enumerate(decoded) if image is not None]
+            return [decoded[i] for i in kept], labels[kept], [params[i] for i in kept]
+        if len(failed) == len(decoded):
+            raise self.bad_files.too_many()  # only when the limit is above the batch size
+        labels, n = labels.clone(), len(decoded)
+        for i in failed:
+            j = next(k % n for k in range(i + 1, i + n) if decoded[k % n] is not None)
+            decoded[i], labels[i], params[i] = decoded[j], labels[j], params[j]
+        return decoded, labels, params
 
     def _geometry(self, image: torch.Tensor, params: dict[str, Any] | None) -> torch.Tensor:
         for t in self.per_image:
@@ -174,10 +216,10 @@ class DeviceBatches:
         return self._constants[device]
 
 
-def decode(items: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+def decode(items: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """JPEG bytes (1-D uint8) decoded on `device` in one batched call (nvjpeg on CUDA), images the
     workers decoded (3-D) moved there. A batch the device cannot decode is decoded image by image,
-    on the CPU where the device fails."""
+    by Pillow where the device fails; None for an image Pillow cannot decode either."""
     encoded = [i for i, item in enumerate(items) if item.ndim == 1]
     out = [item if item.ndim == 1 else item.to(device, non_blocking=True) for item in items]
     if encoded:
@@ -191,11 +233,15 @@ def decode(items: list[torch.Tensor], device: torch.device) -> list[torch.Tensor
     return out
 
 
-def _decode_one(jpeg: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _decode_one(jpeg: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     try:
         return _decode_jpegs([jpeg], device)[0]
     except RuntimeError:
+        pass
+    try:
         return pil_to_tensor(Image.open(io.BytesIO(jpeg.numpy().tobytes())).convert("RGB")).to(device)
+    except DECODE_ERRORS:
+        return None
 
 
 def _decode_jpegs(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

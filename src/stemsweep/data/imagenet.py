@@ -10,6 +10,7 @@ from torchvision.datasets.folder import pil_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from stemsweep.config import AugConfig
+from stemsweep.data.bad_files import DECODE_ERRORS, UnreadableImage
 from stemsweep.data.transforms import imagenet_test_transform, imagenet_train_transform
 
 LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>, the same class folders in both"
@@ -37,8 +38,12 @@ def read_rgb(path: str) -> torch.Tensor:
     """An image file as a uint8 RGB tensor (3, H, W), decoded by Pillow.
 
     torchvision.io decodes JPEGs ~1.8× faster, but it is deprecated from torchvision 0.29 on and the
-    decode is a small part of the training transform's time (docs/benchmarks.md)."""
-    return pil_to_tensor(pil_loader(path))
+    decode is a small part of the training transform's time (docs/benchmarks.md). A file that cannot
+    be read or decoded raises UnreadableImage (data/bad_files.py)."""
+    try:
+        return pil_to_tensor(pil_loader(path))
+    except DECODE_ERRORS as exc:
+        raise UnreadableImage.from_error(path, exc) from None
 
 
 def _first(names: list[str], shown: int = 5) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from stemsweep.record.rundir import CorruptRecord, RunDir
 
 COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done", "latest", "best",
-           "restarts", "job", "log"]
+           "bad", "restarts", "job", "log"]
 
 
 def run_state(run: RunDir, summary: dict[str, Any] | None, queued: Callable[[], set[str]] = set) -> str:
@@ -64,8 +64,15 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
         "optimizer": summary.get("optimizer"), "epochs": summary.get("epochs"),
         "lr": _number(summary.get("lr")), "wd": _number(summary.get("wd")), "state": state,
         "done": summary.get("epochs_done"), "latest": _pct(latest), "best": _pct(best),
+        "bad": bad_files(summary),
         "restarts": restarts(summary), "job": summary.get("slurm_job_id") or "-", "log": log,
     }
+
+
+def bad_files(summary: dict[str, Any]) -> str:
+    """How many files of the data could not be read or decoded (the record names the first ones)."""
+    count = (summary.get("bad_files") or {}).get("count")
+    return str(count) if count else "-"
 
 
 def _ema_else_model(summary: dict[str, Any], which: str) -> float | None:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from stemsweep.config import AugConfig, CheckpointConfig, RunConfig
 from stemsweep.data import DataBundle, build_data
+from stemsweep.data.bad_files import RECORD_NAME, BadFiles, TooManyBadFiles
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
 from stemsweep.models import SIZES
 from stemsweep.models.build import build_model, model_complexity
@@ -88,21 +89,24 @@ def batch_mixer(aug: AugConfig, num_classes: int):
 
 @torch.no_grad()
 def top1_error(model: nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, env: DistEnv,
-               channels_last: bool) -> float:
-    """Top-1 error in percent over the whole test set, each process counting its share."""
+               channels_last: bool) -> tuple[float, int]:
+    """Top-1 error in percent over the whole test set, each process counting its share, and the number
+    of images it is counted over (unreadable files are left out: data/bad_files.py)."""
     model.eval()
     shard = list(range(env.rank, len(data.test), env.world_size))
     loader = DataLoader(torch.utils.data.Subset(data.test, shard), batch_size=cfg.eval_batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", collate_fn=data.collate)
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in loader:
+        if batch is None:  # every file of the batch unreadable
+            continue
         images, labels = data.to_device(batch, device, channels_last, train=False)
         with _autocast(cfg, device):
             logits = model(images)
         counts[0] += (logits.argmax(1) != labels).sum()
         counts[1] += labels.numel()
     wrong, total = all_sum(counts, env).tolist()
-    return 100.0 * wrong / total
+    return (100.0 * wrong / total if total else math.nan), int(total)
 
 
 def _autocast(cfg: RunConfig, device: torch.device):
@@ -177,8 +181,9 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         # Input shapes are fixed for a run, so cuDNN's per-shape algorithm search pays off (the conv
         # stems, RegNetY); the authors' pycls turns it on by default too (CUDNN.BENCHMARK).
         torch.backends.cudnn.benchmark = True
+    bad_files = BadFiles(run.path / RECORD_NAME, cfg.data.max_bad_files, cfg.data.root)  # bad files
     data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res,
-                      device.type)
+                      device.type, bad_files)
     _require_divisible(cfg.batch_size, env)
     built = build(cfg, data, device, env)
     model, ema, optimizer = built.model, built.ema, built.optimizer
@@ -210,6 +215,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         start_step = state.get("step", 0)  # batches of epoch start_epoch already trained
         if start_step:
             resumed_sums, resumed_seconds = state["sums"], state["epoch_seconds"]
+    if state is None and env.is_main:  # bad files: those met by training that starts again are met again
+        bad_files.clear()
     if state is not None or previous_status in ("running", "resumable"):
         summary = _note_resume(summary, run, previous_status, which, start_epoch, start_step, iters_per_epoch)
     if state is not None:
@@ -323,12 +330,14 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                 break
             train_seconds = seconds_before + time.monotonic() - epoch_start
 
+            test_error, test_images = top1_error(model, data, cfg, device, env, built.channels_last)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "train_error": 100.0 * wrong / seen,
-                "test_error": top1_error(model, data, cfg, device, env, built.channels_last),
-                "ema_test_error": (top1_error(ema.module, data, cfg, device, env, built.channels_last)
+                "test_error": test_error,
+                "test_images": test_images,  # bad files: those that could be read
+                "ema_test_error": (top1_error(ema.module, data, cfg, device, env, built.channels_last)[0]
                                    if ema is not None else None),
                 "ema_initial_share": ema.initial_share if ema is not None else None,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -341,6 +350,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                      "-" if row["ema_test_error"] is None else f"{row['ema_test_error']:.2f}%",
                      row["images_per_s"])
             checkpoint(epoch + 1, 0, [0.0, 0.0, 0.0], 0.0)
+            summary = {**summary, "bad_files": bad_files.summary(), "test_images": test_images}  # bad files
             if env.is_main:
                 run.write_metrics(metrics)
                 summary = summarise(summary, metrics, "running", row["elapsed_s"])
@@ -349,6 +359,10 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
             if epoch + 1 < cfg.epochs and _any_process(stop.requested, env, device):  # came in its last step
                 stop_here(epoch + 1, (epoch + 1) * iters_per_epoch)
                 break
+    except TooManyBadFiles:  # bad files: raised in this process or, reworded, in a DataLoader worker
+        if env.is_main:
+            run.write_summary({**summary, "bad_files": bad_files.summary()})
+        raise bad_files.too_many() from None
     finally:
         agreement.close()
         if writer is not None:
