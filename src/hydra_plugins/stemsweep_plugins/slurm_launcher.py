@@ -124,12 +124,19 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return {o.key_or_group[len(prefix):] for o in overrides if o.key_or_group.startswith(prefix)}
 
     def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
-        """An executor with the launcher's parameters, the run's resources on top (as the base launcher
-        does: BaseQueueConf's keys as they are, the others with submitit's "slurm_" prefix)."""
-        executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
-                                         slurm_max_num_timeout=self.params.get("max_num_timeout", 0))
-        base_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-        params = {k: v for k, v in self.params.items() if k not in ("submitit_folder", "max_num_timeout")}
-        params.update(resources)
-        executor.update_parameters(**{k if k in base_keys else f"slurm_{k}": v for k, v in params.items()})
-        return executor
+        return slurm_executor(self.params["submitit_folder"], self.params, resources)
+
+
+def slurm_executor(folder: str, params: Dict[str, Any], resources: Dict[str, Any]) -> Any:
+    """An executor with a launcher's parameters, a run's resources on top (as the base launcher does:
+    BaseQueueConf's keys as they are, the others with submitit's "slurm_" prefix). The study's SLURM
+    chain (stemsweep.study.slurm) submits through it too."""
+    import submitit
+
+    executor = submitit.AutoExecutor(cluster="slurm", folder=folder,
+                                     slurm_max_num_timeout=params.get("max_num_timeout", 0))
+    base_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k: v for k, v in params.items() if k not in ("submitit_folder", "max_num_timeout")}
+    params.update(resources)
+    executor.update_parameters(**{k if k in base_keys else f"slurm_{k}": v for k, v in params.items()})
+    return executor

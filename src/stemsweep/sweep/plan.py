@@ -70,12 +70,13 @@ class JobComposer:
         self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], DictConfig] = {}
 
-    def full(self, overrides: Sequence[str]) -> DictConfig:
-        """Hydra's own composition, `hydra` node included."""
+    def full(self, overrides: Sequence[str], sweep: bool = False) -> DictConfig:
+        """Hydra's own composition, `hydra` node included (`sweep`: as Hydra composes a multirun's
+        config, whose overrides may still sweep)."""
         from hydra.types import RunMode
 
-        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides], run_mode=RunMode.RUN,
-                                              from_shell=False)
+        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides],
+                                              run_mode=RunMode.MULTIRUN if sweep else RunMode.RUN, from_shell=False)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -192,14 +193,15 @@ def signature_of_overrides(overrides: str) -> str:
     return run_dir_of(compose(overrides.split())).signature
 
 
-def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
-    """The jobs of sweep file NAME with extra overrides, and a function composing one job's config.
+def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
+    """The jobs of sweep file NAME (None: the overrides alone, a grid of the command line) with extra
+    overrides, and a function composing one job's config.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
     hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
     """
-    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"])
-    sweeper = compose_job.full(list(overrides)).hydra.sweeper
+    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"] if sweep else [])
+    sweeper = compose_job.full(list(overrides), sweep=True).hydra.sweeper
     sweep_args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
 
