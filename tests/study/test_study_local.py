@@ -8,35 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-from tiny import COMMON, remove_tuning, write_tiny_study
+from tiny import COMMON, study, summaries
 
 from stemsweep.config import CONF_DIR
 
 
-def study(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", "stemsweep.cli", "study", *args], env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-def summaries(runs: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))}
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("study")
-    runs = folder / "runs"
-    path, tuning = write_tiny_study(folder, runs)
-    first = study("run", str(path))
-    yield folder, runs, path, tuning, first
-    remove_tuning(tuning)
-
-
-def test_a_local_study_runs_its_stages_in_order_and_binds_each_to_what_came_before(tiny_study):
-    folder, runs, path, tuning, first = tiny_study
+def test_a_local_study_runs_its_stages_in_order_and_binds_each_to_what_came_before(local_study):
+    folder, runs, path, tuning, first = local_study
     assert first.returncode == 0, first.stdout + first.stderr
     by_sweep: dict[str, list[dict]] = {}
     for s in summaries(runs).values():
@@ -57,8 +36,8 @@ def test_a_local_study_runs_its_stages_in_order_and_binds_each_to_what_came_befo
         ["lrwd", "tune", "length", "pretrain", "finetune", "report"], "done")
 
 
-def test_run_again_the_study_trains_nothing_and_its_runs_are_the_sweeps_own(tiny_study):
-    folder, runs, path, tuning, _ = tiny_study
+def test_run_again_the_study_trains_nothing_and_its_runs_are_the_sweeps_own(local_study):
+    folder, runs, path, tuning, _ = local_study
     before = {sig: s["updated"] for sig, s in summaries(runs).items()}
     again = study("run", str(path))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -72,8 +51,8 @@ def test_run_again_the_study_trains_nothing_and_its_runs_are_the_sweeps_own(tiny
     assert "2 runs in the sweep: 2 skipped" in direct.stdout + direct.stderr, direct.stdout + direct.stderr
 
 
-def test_study_status_shows_each_stage(tiny_study):
-    folder, runs, path, tuning, _ = tiny_study
+def test_study_status_shows_each_stage(local_study):
+    folder, runs, path, tuning, _ = local_study
     status = study("status", str(path))
     assert status.returncode == 0, status.stderr
     lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}

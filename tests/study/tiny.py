@@ -5,7 +5,10 @@ the report. Synthetic data, ViT_C-XS, a few steps a run."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -45,3 +48,14 @@ def remove_tuning(name: str) -> None:
     path = Path(CONF_DIR) / "tuning" / f"{name}.yaml"
     if path.exists():
         os.remove(path)
+
+
+def study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`stemsweep study ARGS…` as a user runs it."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "stemsweep.cli", "study", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summaries(runs: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))}

@@ -49,10 +49,14 @@ def stage_arguments(study: Study, stage: Stage, overrides: Sequence[str]) -> lis
     return arguments
 
 
-def _without_pending_tuning(arguments: list[str], pending: list[Stage]) -> list[str]:
+def plannable_arguments(study: Study, stage: Stage, overrides: Sequence[str]) -> tuple[list[str], list[Stage]]:
+    """A sweep stage's arguments as they compose now, and the tune stages it waits on: a tuning that is
+    not written yet is replaced by `tuning=none`, which gives the same grid, resources and cost."""
+    pending = [t for t in study.upstream_tunes(stage) if not t.tuning_file.exists()]
     names = {s.tuning for s in pending}
-    return [a if not (a.partition("=")[0].lstrip("+~") == "tuning" and a.partition("=")[2] in names)
-            else "tuning=none" for a in arguments]
+    arguments = [a if not (a.partition("=")[0].lstrip("+~") == "tuning" and a.partition("=")[2] in names)
+                 else "tuning=none" for a in stage_arguments(study, stage, overrides)]
+    return arguments, pending
 
 
 def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: MeasuredSpeeds) -> StagePlan:
@@ -64,9 +68,8 @@ def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: M
     plan = StagePlan(stage)
     if stage.kind != "sweep":
         return plan
-    pending = [t for t in study.upstream_tunes(stage) if not t.tuning_file.exists()]
+    arguments, pending = plannable_arguments(study, stage, overrides)
     plan.waits_on_tune = [t.name for t in pending]
-    arguments = _without_pending_tuning(stage_arguments(study, stage, overrides), pending)
     jobs, compose_job = compose_sweep(stage.sweep, arguments)
     plan.parallel = launcher_parallelism(compose_job.full(jobs[0]).hydra.launcher)
     with paths_unchecked():

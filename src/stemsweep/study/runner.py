@@ -23,7 +23,7 @@ from typing import Any
 
 from stemsweep.config import ConfigError
 from stemsweep.record.files import write_json
-from stemsweep.study.plan import stage_arguments
+from stemsweep.study.plan import plannable_arguments, stage_arguments
 from stemsweep.study.spec import Stage, Study, stage_order
 
 log = logging.getLogger(__name__)
@@ -81,18 +81,16 @@ def run_study(study: Study, overrides: Sequence[str] = ()) -> int:
 
 def study_launcher(study: Study, overrides: Sequence[str]) -> dict[str, Any] | None:
     """The SLURM launcher's settings when the study's sweeps go to SLURM, else None (a local launcher)."""
-    from omegaconf import OmegaConf
-
-    from stemsweep.study.slurm import is_slurm
+    from stemsweep.study.slurm import is_slurm, launcher_settings
     from stemsweep.sweep.plan import compose_sweep
 
     stage = next((s for s in study.stages if s.kind == "sweep"), None)
     if stage is None:
         return None
-    arguments = stage_arguments(study, stage, overrides)
+    arguments, _ = plannable_arguments(study, stage, overrides)
     jobs, compose_job = compose_sweep(stage.sweep, arguments)
     launcher = compose_job.full(jobs[0]).hydra.launcher
-    return OmegaConf.to_container(launcher, resolve=True) if is_slurm(launcher) else None
+    return launcher_settings(launcher) if is_slurm(launcher) else None
 
 
 def _submit(study: Study, overrides: Sequence[str], launcher: dict[str, Any]) -> int:
@@ -101,7 +99,8 @@ def _submit(study: Study, overrides: Sequence[str], launcher: dict[str, Any]) ->
     jobs = submit_study(study, overrides)
     for stage in stage_order(study):
         ids = jobs.get(stage.name)
-        print(f"{stage.name:18s} {', '.join(compact_jobs(ids)) if ids else 'nothing to submit'}")
+        print(f"{stage.name:18s} " + (f"{len(ids)} jobs: {', '.join(compact_jobs(ids))}" if ids else
+                                      "nothing to submit"))
     if not launcher.get("wait", True):
         print(f"study {study.name}: submitted; follow it with `stemsweep study status {study.name}`")
         return 0

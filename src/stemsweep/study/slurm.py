@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from stemsweep.study.cost import MeasuredSpeeds  # noqa: E402
-from stemsweep.study.plan import plan_stage, stage_arguments  # noqa: E402
+from stemsweep.study.plan import plan_stage, plannable_arguments  # noqa: E402
 from stemsweep.study.runner import StudyRecord  # noqa: E402
 from stemsweep.study.spec import Study, load_study, stage_order  # noqa: E402
 
@@ -39,6 +39,21 @@ SMALL_JOB = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None, "cpus_per_t
 
 def is_slurm(launcher: Any) -> bool:
     return "slurm" in str(launcher.get("_target_", "")).lower()
+
+
+def launcher_settings(launcher: Any) -> dict[str, Any]:
+    """A composed `hydra.launcher` as plain values, without the two that only a Hydra run resolves: its
+    submitit_folder (${now:}; the study keeps its jobs' logs under runs_root/.studies/NAME/) and its
+    job name (${hydra.job.name}; the study names each job STUDY.STAGE)."""
+    from omegaconf import Container, OmegaConf
+
+    settings = {}
+    for key in launcher:
+        if key in ("submitit_folder", "name"):
+            continue
+        value = launcher[key]
+        settings[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+    return settings
 
 
 def max_array_size() -> int:
@@ -99,8 +114,6 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
     """Submit what is unfinished of every stage; returns {stage: job ids}. Dependencies name only jobs
     still in the queue (SLURM refuses one on a job that ended long ago). `hold`: submitted held
     (`sbatch --hold`), for a dry run on a real cluster."""
-    from omegaconf import OmegaConf
-
     from hydra_plugins.stemsweep_plugins.slurm_launcher import slurm_parameters
     from stemsweep.sweep.plan import compose_sweep, slurm_queue
 
@@ -117,9 +130,9 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
             submitted[stage.name] = earlier
             continue
         upstream = sorted({job.split("_")[0] for need in stage.needs for job in submitted.get(need, [])})
-        arguments = stage_arguments(study, stage, overrides)
+        arguments, _ = plannable_arguments(study, stage, overrides)
         jobs, compose_job = compose_sweep(stage.sweep, arguments)
-        launcher = OmegaConf.to_container(compose_job.full(jobs[0]).hydra.launcher, resolve=True)
+        launcher = launcher_settings(compose_job.full(jobs[0]).hydra.launcher)
         if hold:
             launcher["additional_parameters"] = {**(launcher.get("additional_parameters") or {}), "hold": True}
         task = StageTask(str(study.path.resolve()), stage.name, overrides)
