@@ -31,6 +31,7 @@ class PlannedRun:
     signature: str
     status: str | None  # the record's status; None when the run has no record yet
     runs_root: str
+    config: Any = None  # the validated RunConfig, lr/wd resolved
 
     def should_launch(self, retry: bool) -> bool:
         """done: never again; failed/diverged: only with retry; running/broken/new: launch (resume)."""
@@ -106,20 +107,24 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
 
 def plan_run(overrides: Sequence[str], composed: DictConfig) -> PlannedRun:
     """One job, from its composed config."""
-    run_dir = run_dir_of(composed)
+    run_dir, cfg = _run_dir_and_config(composed)
     summary = run_dir.summary_or_none()
-    return PlannedRun(list(overrides), run_dir.signature, summary and summary["status"], run_dir.runs_root)
+    return PlannedRun(list(overrides), run_dir.signature, summary and summary["status"], run_dir.runs_root, cfg)
 
 
 def run_dir_of(composed: DictConfig) -> RunDir:
     """The directory of the run a composed job config describes, once the config is validated (its
     data paths are not checked: planning reads no data)."""
+    return _run_dir_and_config(composed)[0]
+
+
+def _run_dir_and_config(composed: DictConfig) -> tuple[RunDir, Any]:
     from stemsweep.config import paths_unchecked
     from stemsweep.identity import signature_of, validated_config
 
     with paths_unchecked():
         cfg = validated_config(composed)
-    return RunDir(cfg.runs_root, signature_of(cfg))
+    return RunDir(cfg.runs_root, signature_of(cfg)), cfg
 
 
 def live_runs(runs: Sequence[PlannedRun]) -> dict[str, str]:
@@ -245,7 +250,18 @@ def print_plan(sweep: str, overrides: Sequence[str]) -> int:
     except Exception as exc:  # a sweep file that does not compose (an unknown option, a bad override)
         print(f"stemsweep plan: error: sweep {sweep!r}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
+    from stemsweep.study.cost import MeasuredSpeeds, estimate, hours, sweep_wall_hours
+    from stemsweep.study.plan import cost_line, launcher_parallelism
+
+    measured = None
+    costs = []
     for run in plan_runs(jobs, compose_job):
-        print(f"{run.signature}  {run.status or 'new':8s}  {' '.join(run.overrides)}")
-    print(f"{len(jobs)} runs")
+        if measured is None:  # the speeds are measured on the finished runs of the same runs_root
+            measured = MeasuredSpeeds.from_runs_roots([run.runs_root])
+        cost = estimate(run.config, measured, run.status)
+        costs.append(cost)
+        print(f"{run.signature}  {run.status or 'new':8s}  {hours(cost.device_hours):>8s} {cost.device}-h  "
+              f"{cost.source:28s} {' '.join(run.overrides)}")
+    parallel = launcher_parallelism(compose_job.full(jobs[0]).hydra.launcher) if jobs else 1
+    print(f"{len(jobs)} runs: {cost_line(costs, sweep_wall_hours(costs, parallel), parallel)}")
     return 0
