@@ -54,6 +54,15 @@ def slurm_parameters(resources: Any) -> Dict[str, Any]:
     }
 
 
+def job_resources(mode: str, composed: Any, typed: set) -> tuple:
+    """What a run asks SLURM for: its model's resources, less the keys the command line set (`typed`,
+    e.g. `hydra.launcher.timeout_min=30`: what a user types for this launch wins over the model's
+    defaults); none with `resources: launcher` (the launcher's own values for every run)."""
+    if mode != "model":
+        return ()
+    return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
+
+
 class StemsweepSlurmLauncher(SlurmLauncher):
     def __init__(self, wait: bool = True, resources: str = "model", **params: Any) -> None:
         super().__init__(**params)
@@ -109,11 +118,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
                            fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
 
     def _job_resources(self, composed: Any, typed: set) -> tuple:
-        """The run's model resources, less the keys the command line set (`typed`, e.g.
-        `hydra.launcher.timeout_min=30`): what a user types for this launch wins over the model's defaults."""
-        if self.resources != "model":
-            return ()
-        return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
+        return job_resources(self.resources, composed, typed)
 
     def _command_line_keys(self) -> set:
         from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -71,7 +71,7 @@ def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: M
     arguments, pending = plannable_arguments(study, stage, overrides)
     plan.waits_on_tune = [t.name for t in pending]
     jobs, compose_job = compose_sweep(stage.sweep, arguments)
-    plan.parallel = launcher_parallelism(compose_job.full(jobs[0]).hydra.launcher)
+    plan.parallel = launcher_parallelism(compose_job.sweep_config.hydra.launcher)
     with paths_unchecked():
         for job in jobs:
             cfg = validated_config(compose_job(job))

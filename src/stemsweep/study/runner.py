@@ -89,7 +89,7 @@ def study_launcher(study: Study, overrides: Sequence[str]) -> dict[str, Any] | N
         return None
     arguments, _ = plannable_arguments(study, stage, overrides)
     jobs, compose_job = compose_sweep(stage.sweep, arguments)
-    launcher = compose_job.full(jobs[0]).hydra.launcher
+    launcher = compose_job.sweep_config.hydra.launcher
     return launcher_settings(launcher) if is_slurm(launcher) else None
 
 

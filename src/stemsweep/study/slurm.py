@@ -114,11 +114,13 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
     """Submit what is unfinished of every stage; returns {stage: job ids}. Dependencies name only jobs
     still in the queue (SLURM refuses one on a job that ended long ago). `hold`: submitted held
     (`sbatch --hold`), for a dry run on a real cluster."""
-    from hydra_plugins.stemsweep_plugins.slurm_launcher import slurm_parameters
+    from hydra_plugins.stemsweep_plugins.slurm_launcher import job_resources
     from stemsweep.sweep.plan import compose_sweep, slurm_queue
 
     runs_root = study.runs_root(overrides)
     record = StudyRecord(study, runs_root)
+    typed = {o.partition("=")[0][len("hydra.launcher."):] for o in (*study.overrides, *overrides)
+             if o.startswith("hydra.launcher.")}
     queued = slurm_queue()
     cap = max_array_size()
     measured = MeasuredSpeeds([])
@@ -132,7 +134,7 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
         upstream = sorted({job.split("_")[0] for need in stage.needs for job in submitted.get(need, [])})
         arguments, _ = plannable_arguments(study, stage, overrides)
         jobs, compose_job = compose_sweep(stage.sweep, arguments)
-        launcher = launcher_settings(compose_job.full(jobs[0]).hydra.launcher)
+        launcher = launcher_settings(compose_job.sweep_config.hydra.launcher)
         if hold:
             launcher["additional_parameters"] = {**(launcher.get("additional_parameters") or {}), "hold": True}
         task = StageTask(str(study.path.resolve()), stage.name, overrides)
@@ -151,7 +153,7 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
                 if run.status in ("done", "diverged"):
                     continue
                 composed = compose_job(jobs[index])
-                resources = tuple(sorted(slurm_parameters(composed.model.resources).items()))
+                resources = job_resources(launcher.get("resources", "model"), composed, typed)
                 source = composed.get("init_from")
                 if source in task_of_run or source in waiting:
                     after_source.append((index, resources, source))
