@@ -36,15 +36,16 @@ test: setup
 demo: setup
 	$(PY) -m stemsweep.run
 
-# The mini study on this machine (about 2 hours on 2 cores): tune, every mini sweep, the report in
-# docs/mini-study/. Resumable: run it again after an interruption.
+# The mini study on this machine (about 2 hours on 2 cores; studies/mini.yaml): tune, every mini sweep,
+# the report in docs/mini-study/. Resumable: run it again after an interruption.
 mini-study: setup
-	bash scripts/mini-study.sh
+	$(VENV)/bin/stemsweep study run mini
 
 # The fairer check of the two ViTs (about 1 hour on 2 cores): lr/wd tuned on 4-epoch runs instead of
-# 1-epoch ones, then the training-length, optimizer and peak runs again; report in docs/mini-study-4ep/.
+# 1-epoch ones, then the training-length, optimizer and peak runs again; report in docs/mini-study-4ep/
+# (studies/mini4.yaml).
 mini-study-4ep: setup
-	bash scripts/mini-study-4ep.sh
+	$(VENV)/bin/stemsweep study run mini4
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

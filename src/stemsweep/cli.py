@@ -57,6 +57,31 @@ def _check_data(args: argparse.Namespace) -> int:
     return check_data(args.root, args.processes)
 
 
+def _study(args: argparse.Namespace) -> int:
+    from stemsweep.study.spec import load_study
+
+    try:
+        study = load_study(args.name)
+        if args.action == "run":
+            from stemsweep.study.runner import check_overrides, run_study
+
+            check_overrides(args.overrides)
+            return run_study(study, args.overrides)
+        if args.action == "plan":
+            from stemsweep.study.plan import print_study_plan
+
+            print_study_plan(study, args.overrides, show_runs=not args.stages_only)
+            return 0
+        from stemsweep.study.status import format_study, study_rows
+
+        print(format_study(study_rows(study, args.overrides)))
+        return 0
+    except KeyboardInterrupt:
+        print(f"stemsweep study: interrupted; run `stemsweep study run {args.name}` again to go on where it was",
+              file=sys.stderr)
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stemsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="a sweep file name in sweeps/, e.g. optimizer or mini_optimizer")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, as on the run command line")
     p.set_defaults(func=_plan)
+
+    p = sub.add_parser("study", help="a whole study (studies/NAME.yaml): its stages in order (run), what they "
+                                     "will train and cost (plan), where each stands (status)")
+    p.add_argument("action", choices=["run", "plan", "status"])
+    p.add_argument("name", help="a study file name in studies/, e.g. mini or paper")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep stage, e.g. runs_root=… "
+                                                "hydra/launcher=slurm")
+    p.add_argument("--stages-only", action="store_true", help="plan: one line per stage, not per run")
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("status", help="a table of the runs of a sweep or runs directory")
     p.add_argument("path", help="a runs directory, or a sweep name")

@@ -25,7 +25,7 @@ NOT_IDENTITY = {
     "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",
     "logger", "checkpoint", "lrwd", "tuning",  # a draw's or tuning's (lr, wd) are resolved into optimizer.lr / .wd
     "model.tuned", "model.lrwd_intervals", "model.resources",
-    "data.root", "data.num_workers", "data.pipeline", "data.download",
+    "data.root", "data.num_workers", "data.pipeline", "data.download", "data.max_bad_files",
     "aug.name",  # a label; the aug flags are the meaning
 }
 SYNTHETIC_ONLY = {"num_classes", "in_chans", "num_train", "num_test"}

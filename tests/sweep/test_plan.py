@@ -101,8 +101,10 @@ def test_command_line_overrides_replace_a_grid_axis():
 def test_plan_command_prints_one_line_per_run_and_the_count(capsys):
     assert cli(["plan", "mini_peak"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == f"{len(lines) - 1} runs"
-    assert all(re.match(r"[0-9a-f]{10}  new +\S", line) for line in lines[:-1])
+    assert lines[-1].startswith(f"{len(lines) - 1} runs: ")
+    # each run with its cost: none of these CPU runs has been measured, and the paper timed GPUs only
+    assert all(re.match(r"[0-9a-f]{10}  new +unknown cpu-h  unknown: \S", line) for line in lines[:-1])
+    assert lines[-1].endswith("runs: unknown CPU-h, wall unknown h at 1 at once")
 
 
 def test_an_unknown_or_unparsable_sweep_file_is_one_line_at_every_entry_point(capsys):

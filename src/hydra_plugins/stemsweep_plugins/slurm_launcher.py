@@ -54,6 +54,15 @@ def slurm_parameters(resources: Any) -> Dict[str, Any]:
     }
 
 
+def job_resources(mode: str, composed: Any, typed: set) -> tuple:
+    """What a run asks SLURM for: its model's resources, less the keys the command line set (`typed`,
+    e.g. `hydra.launcher.timeout_min=30`: what a user types for this launch wins over the model's
+    defaults); none with `resources: launcher` (the launcher's own values for every run)."""
+    if mode != "model":
+        return ()
+    return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
+
+
 class StemsweepSlurmLauncher(SlurmLauncher):
     def __init__(self, wait: bool = True, resources: str = "model", **params: Any) -> None:
         super().__init__(**params)
@@ -109,11 +118,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
                            fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
 
     def _job_resources(self, composed: Any, typed: set) -> tuple:
-        """The run's model resources, less the keys the command line set (`typed`, e.g.
-        `hydra.launcher.timeout_min=30`): what a user types for this launch wins over the model's defaults."""
-        if self.resources != "model":
-            return ()
-        return tuple(sorted((k, v) for k, v in slurm_parameters(composed.model.resources).items() if k not in typed))
+        return job_resources(self.resources, composed, typed)
 
     def _command_line_keys(self) -> set:
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -124,12 +129,19 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return {o.key_or_group[len(prefix):] for o in overrides if o.key_or_group.startswith(prefix)}
 
     def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
-        """An executor with the launcher's parameters, the run's resources on top (as the base launcher
-        does: BaseQueueConf's keys as they are, the others with submitit's "slurm_" prefix)."""
-        executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
-                                         slurm_max_num_timeout=self.params.get("max_num_timeout", 0))
-        base_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-        params = {k: v for k, v in self.params.items() if k not in ("submitit_folder", "max_num_timeout")}
-        params.update(resources)
-        executor.update_parameters(**{k if k in base_keys else f"slurm_{k}": v for k, v in params.items()})
-        return executor
+        return slurm_executor(self.params["submitit_folder"], self.params, resources)
+
+
+def slurm_executor(folder: str, params: Dict[str, Any], resources: Dict[str, Any]) -> Any:
+    """An executor with a launcher's parameters, a run's resources on top (as the base launcher does:
+    BaseQueueConf's keys as they are, the others with submitit's "slurm_" prefix). The study's SLURM
+    chain (stemsweep.study.slurm) submits through it too."""
+    import submitit
+
+    executor = submitit.AutoExecutor(cluster="slurm", folder=folder,
+                                     slurm_max_num_timeout=params.get("max_num_timeout", 0))
+    base_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k: v for k, v in params.items() if k not in ("submitit_folder", "max_num_timeout")}
+    params.update(resources)
+    executor.update_parameters(**{k if k in base_keys else f"slurm_{k}": v for k, v in params.items()})
+    return executor

@@ -31,6 +31,7 @@ class PlannedRun:
     signature: str
     status: str | None  # the record's status; None when the run has no record yet
     runs_root: str
+    config: Any = None  # the validated RunConfig, lr/wd resolved
 
     def should_launch(self, retry: bool) -> bool:
         """done: never again; failed/diverged: only with retry; running/broken/new: launch (resume)."""
@@ -69,13 +70,15 @@ class JobComposer:
         self.loader, self.config_name, self.fixed, self.cache_from = loader, config_name, list(fixed), cache_from
         self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], DictConfig] = {}
+        self.sweep_config: DictConfig | None = None  # the whole sweep's, `hydra` node included (compose_sweep)
 
-    def full(self, overrides: Sequence[str]) -> DictConfig:
-        """Hydra's own composition, `hydra` node included."""
+    def full(self, overrides: Sequence[str], sweep: bool = False) -> DictConfig:
+        """Hydra's own composition, `hydra` node included (`sweep`: as Hydra composes a multirun's
+        config, whose overrides may still sweep)."""
         from hydra.types import RunMode
 
-        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides], run_mode=RunMode.RUN,
-                                              from_shell=False)
+        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides],
+                                              run_mode=RunMode.MULTIRUN if sweep else RunMode.RUN, from_shell=False)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -105,20 +108,24 @@ def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
 
 def plan_run(overrides: Sequence[str], composed: DictConfig) -> PlannedRun:
     """One job, from its composed config."""
-    run_dir = run_dir_of(composed)
+    run_dir, cfg = _run_dir_and_config(composed)
     summary = run_dir.summary_or_none()
-    return PlannedRun(list(overrides), run_dir.signature, summary and summary["status"], run_dir.runs_root)
+    return PlannedRun(list(overrides), run_dir.signature, summary and summary["status"], run_dir.runs_root, cfg)
 
 
 def run_dir_of(composed: DictConfig) -> RunDir:
     """The directory of the run a composed job config describes, once the config is validated (its
     data paths are not checked: planning reads no data)."""
+    return _run_dir_and_config(composed)[0]
+
+
+def _run_dir_and_config(composed: DictConfig) -> tuple[RunDir, Any]:
     from stemsweep.config import paths_unchecked, validated_config
     from stemsweep.identity import run_signature
 
     with paths_unchecked():
         cfg = validated_config(composed)
-    return RunDir(cfg.runs_root, run_signature(cfg))
+    return RunDir(cfg.runs_root, run_signature(cfg)), cfg
 
 
 def live_runs(runs: Sequence[PlannedRun]) -> dict[str, str]:
@@ -165,14 +172,32 @@ def register_with_omegaconf() -> None:
 
 
 def config_loader() -> Any:
-    """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin)."""
+    """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin) that reads each
+    config file once, however many jobs it composes."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_repository import CachingConfigRepository
     from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from stemsweep.config import CONF_DIR
 
+    class KeepingConfigLoader(ConfigLoaderImpl):
+        """Hydra's loader reads every YAML file again for each composition (its cache lives for one
+        call): a paper study plans ~70 compositions of ~20 files each, a third of its time. The files
+        do not change while a plan is made, so the cache is kept for the loader's life, one per
+        search path (a `hydra.searchpath` override makes another)."""
+
+        def _parse_overrides_and_create_caching_repo(self, config_name, overrides):
+            parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+            key = tuple(o.input_line for o in parsed if o.key_or_group.startswith("hydra.searchpath"))
+            repos = self.__dict__.setdefault("_kept_repos", {})
+            if key not in repos:
+                repos[key] = CachingConfigRepository(self.repository)
+                self._process_config_searchpath(config_name, parsed, repos[key])
+            return parsed, repos[key]
+
     register_with_omegaconf()
-    return ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
+    return KeepingConfigLoader(config_search_path=create_config_search_path(CONF_DIR))
 
 
 @functools.cache
@@ -192,14 +217,16 @@ def signature_of_overrides(overrides: str) -> str:
     return run_dir_of(compose(overrides.split())).signature
 
 
-def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
-    """The jobs of sweep file NAME with extra overrides, and a function composing one job's config.
+def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
+    """The jobs of sweep file NAME (None: the overrides alone, a grid of the command line) with extra
+    overrides, and a function composing one job's config.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
     hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
     """
-    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"])
-    sweeper = compose_job.full(list(overrides)).hydra.sweeper
+    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"] if sweep else [])
+    compose_job.sweep_config = compose_job.full(list(overrides), sweep=True)
+    sweeper = compose_job.sweep_config.hydra.sweeper
     sweep_args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
 
@@ -243,7 +270,18 @@ def print_plan(sweep: str, overrides: Sequence[str]) -> int:
     except Exception as exc:  # a sweep file that does not compose (an unknown option, a bad override)
         print(f"stemsweep plan: error: sweep {sweep!r}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
+    from stemsweep.study.cost import MeasuredSpeeds, estimate, hours, sweep_wall_hours
+    from stemsweep.study.plan import cost_line, launcher_parallelism
+
+    measured = None
+    costs = []
     for run in plan_runs(jobs, compose_job):
-        print(f"{run.signature}  {run.status or 'new':8s}  {' '.join(run.overrides)}")
-    print(f"{len(jobs)} runs")
+        if measured is None:  # the speeds are measured on the finished runs of the same runs_root
+            measured = MeasuredSpeeds.from_runs_roots([run.runs_root])
+        cost = estimate(run.config, measured, run.status)
+        costs.append(cost)
+        print(f"{run.signature}  {run.status or 'new':8s}  {hours(cost.device_hours):>8s} {cost.device}-h  "
+              f"{cost.source:28s} {' '.join(run.overrides)}")
+    parallel = launcher_parallelism(compose_job.sweep_config.hydra.launcher)
+    print(f"{len(jobs)} runs: {cost_line(costs, sweep_wall_hours(costs, parallel), parallel)}")
     return 0

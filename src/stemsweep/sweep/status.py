@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +102,16 @@ def status_rows(path: str) -> list[dict[str, Any]]:
             for run in plan_runs(jobs, compose_job)]
 
 
+def aligned(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
+    """The rows as text columns under their names, "-" where a row has no value."""
+    cells = [[str(row.get(c, "") if row.get(c) is not None else "-") for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    return lines + ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    cells = [[str(row.get(c, "") if row.get(c) is not None else "-") for c in COLUMNS] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    lines = aligned(rows, COLUMNS)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1

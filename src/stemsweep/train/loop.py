@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -191,7 +192,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     mixer = batch_mixer(cfg.aug, data.num_classes)
     stem = record_stem(cfg.stem.name)
     summary = {**summary, **model_complexity(cfg.model.size, stem, data.num_classes, data.in_chans,
-                                             data.image_size), "dataset": data.name, "data_pipeline": data.pipeline}
+                                             data.image_size), "dataset": data.name, "data_pipeline": data.pipeline,
+               **device_fields(device, env, data.image_size)}
     iters_per_epoch = len(data.train) // cfg.batch_size
     if iters_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is not allowed: larger than the "
@@ -411,6 +413,13 @@ def _any_process(flag: bool, env: DistEnv, device: torch.device) -> bool:
     if not env.enabled:
         return flag
     return bool(all_sum(torch.tensor([float(flag)], device=device), env).item())
+
+
+def device_fields(device: torch.device, env: DistEnv, image_size: int) -> dict[str, Any]:
+    """Where and at which resolution the run trains: what a cost estimate matches finished runs on
+    (study/cost.py)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": device.type, "device_name": name, "world_size": env.world_size, "image_size": image_size}
 
 
 def _when() -> dict[str, Any]:

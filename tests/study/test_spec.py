@@ -1,0 +1,45 @@
+"""Study files: the committed ones load, and a bad one is one line that names what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from stemsweep.config import ConfigError
+from stemsweep.study.spec import load_study, stage_order, study_names
+
+
+def test_the_committed_studies_load_with_their_stages_in_order():
+    assert {"mini", "mini4", "paper"} <= set(study_names())
+    paper = load_study("paper")
+    assert [s.name for s in stage_order(paper)] == ["lrwd_adamw", "lrwd_sgd", "tune", "training_length", "optimizer",
+                                                    "peak", "report"]
+    assert paper.stage("tune").tune_from == ("lrwd_adamw", "lrwd_sgd") and paper.stage("tune").tuning == "paper"
+    assert [t.name for t in paper.upstream_tunes(paper.stage("report"))] == ["tune"]
+    assert paper.runs_root() == "runs/paper" and paper.runs_root(["runs_root=/data/runs"]) == "/data/runs"
+    mini4 = load_study("mini4")
+    assert mini4.sweep_name(mini4.stage("lrwd")) == "mini4_lrwd"  # tune reads the runs by this label
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stages: {a: {sweep: no_such_sweep}}", "sweep 'no_such_sweep' is not allowed: there is no"),
+    ("stages: {a: {overrides: [epochs=1]}, b: {overrides: [epochs=2], needs: [c]}}",
+     "stage 'b' needs 'c', which is not a stage (the stages: a, b)"),
+    ("stages: {a: {overrides: [x=1], needs: [b]}, b: {overrides: [x=2], needs: [a]}}", "need each other in a circle"),
+    ("stages: {a: {overrides: [x=1]}, t: {tune: {from: [a], out: x}}}", "tunes from 'a': list it under needs too"),
+    ("stages: {a: {overrides: [x=1], report: {out: r}}}", "is one kind of stage"),
+    ("stages: {a: {overides: [x=1]}}", "key 'overides' is not allowed (allowed: needs, overrides, sweep)"),
+    ("stage: {a: {}}", "a study is a mapping with `stages:`"),
+    ("stages: {a: [", "not valid YAML"),
+])
+def test_a_bad_study_file_is_one_line_naming_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_study(str(path))
+    assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_unknown_study_names_the_ones_there_are():
+    with pytest.raises(ConfigError, match="study 'nope' is not allowed: there is no .*nope.yaml; the studies are: "
+                                          ".*mini, mini4, paper"):
+        load_study("nope")

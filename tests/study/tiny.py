@@ -1,0 +1,61 @@
+"""A tiny study with every kind of stage, for the local and the SLURM tests: an lr/wd sweep of 4 draws,
+tune, a 2-run training-length sweep, a pre-training run and the fine-tuning of it (by its
+signature, as conf/stage/in1k_finetune.yaml names it), and
+the report. Synthetic data, ViT_C-XS, a few steps a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from stemsweep.config import CONF_DIR
+
+COMMON = ["model=vit_xs", "stem=conv", "data=synthetic", "data.num_train=128", "data.num_test=64",
+          "batch_size=32", "logger=none", "threads=1", "schedule.warmup_epochs=0", "ema.enabled=false"]
+PRETRAIN = ["sweep=tiny_pretrain", "optimizer=adamw", "epochs=1", "seed=0"]
+
+
+def write_tiny_study(folder: Path, runs_root: Path, extra: list[str] = ()) -> tuple[Path, str]:
+    """The study file and the tuning name it writes (unique: conf/tuning/ is shared by every test)."""
+    tuning = f"test_{uuid.uuid4().hex[:8]}"
+    from stemsweep.sweep.plan import signature_of_overrides
+
+    source = signature_of_overrides(" ".join([*COMMON, *extra, *PRETRAIN]))
+    lines = [
+        "description: a tiny study for the tests",
+        f"overrides: [runs_root={runs_root}, {', '.join(COMMON + list(extra))}]",
+        "stages:",
+        "  lrwd: {overrides: [sweep=tiny_lrwd, optimizer=adamw, epochs=1, lrwd.seed=0, 'lrwd.draw=range(0,4)']}",
+        f"  tune: {{tune: {{from: [lrwd], out: {tuning}}}, needs: [lrwd]}}",
+        f"  length: {{overrides: [sweep=tiny_length, tuning={tuning}, optimizer=adamw, 'epochs=2,3'], needs: [tune]}}",
+        f"  pretrain: {{overrides: [{', '.join(PRETRAIN)}]}}",
+        "  finetune:",
+        "    overrides: [sweep=tiny_finetune, optimizer=adamw, epochs=1, seed=0, data.num_classes=5,",
+        f"                init_from={source}]",
+        "    needs: [pretrain]",
+        f"  report: {{report: {{out: {folder / 'report'}}}, needs: [length, finetune]}}",
+    ]
+    path = folder / "tiny.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, tuning
+
+
+def remove_tuning(name: str) -> None:
+    path = Path(CONF_DIR) / "tuning" / f"{name}.yaml"
+    if path.exists():
+        os.remove(path)
+
+
+def study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`stemsweep study ARGS…` as a user runs it."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "stemsweep.cli", "study", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summaries(runs: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))}
