@@ -172,32 +172,14 @@ def register_with_omegaconf() -> None:
 
 
 def config_loader() -> Any:
-    """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin) that reads each
-    config file once, however many jobs it composes."""
+    """A Hydra config loader over conf/ (and sweeps/, through the search-path plugin)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.config_repository import CachingConfigRepository
     from hydra._internal.utils import create_config_search_path
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from stemsweep.config import CONF_DIR
 
-    class KeepingConfigLoader(ConfigLoaderImpl):
-        """Hydra's loader reads every YAML file again for each composition (its cache lives for one
-        call): a paper study plans ~70 compositions of ~20 files each, a third of its time. The files
-        do not change while a plan is made, so the cache is kept for the loader's life, one per
-        search path (a `hydra.searchpath` override makes another)."""
-
-        def _parse_overrides_and_create_caching_repo(self, config_name, overrides):
-            parsed = OverridesParser.create().parse_overrides(overrides=overrides)
-            key = tuple(o.input_line for o in parsed if o.key_or_group.startswith("hydra.searchpath"))
-            repos = self.__dict__.setdefault("_kept_repos", {})
-            if key not in repos:
-                repos[key] = CachingConfigRepository(self.repository)
-                self._process_config_searchpath(config_name, parsed, repos[key])
-            return parsed, repos[key]
-
     register_with_omegaconf()
-    return KeepingConfigLoader(config_search_path=create_config_search_path(CONF_DIR))
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
 
 
 @functools.cache
