@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from stemsweep.sweep.status import status_rows
 
@@ -111,13 +112,18 @@ INTERRUPTIONS = {  # how: (what is done to the running job, the cause the record
     "scontrol requeue": (lambda job: subprocess.run(["scontrol", "requeue", job], check=True), "SIGTERM"),
 }
 TIME_OUT = "a 2-minute time limit"
+# The batch shell dies of USR1, and SLURM then aborts the step with SIGTERM while the run, stopping after
+# the USR1, is about to write its checkpoint.
+ABORTED = "scancel --full --signal=USR1"
 EPOCHS_TIMED_OUT = 10  # ~32k images, 100+ s at ~300 images/s: longer than the 70 s a start can get
 
 
 @pytest.fixture(scope="module")
 def sweeps(slurm_cluster, tmp_path_factory) -> dict[str, BlockingSweep]:
     """Each way of interrupting a job, and a job shorter than its run, at once; all run to their end."""
-    started = {how: BlockingSweep(tmp_path_factory.mktemp("interrupt")) for how in INTERRUPTIONS}
+    interrupts = {how: interrupt for how, (interrupt, _) in INTERRUPTIONS.items()}
+    interrupts[ABORTED] = lambda job: subprocess.run(["scancel", "--full", "--signal=USR1", job], check=True)
+    started = {how: BlockingSweep(tmp_path_factory.mktemp("interrupt")) for how in interrupts}
     # SLURM sends the time-limit signal on a coarse tick, up to 60 s earlier than asked: measured, a
     # 1-minute limit with the signal 30 s before it signals 0-30 s into a start, while the job may still be
     # importing; a 2-minute limit with signal_delay_s=50 signals 10-70 s in. The run needs longer than a
@@ -128,7 +134,7 @@ def sweeps(slurm_cluster, tmp_path_factory) -> dict[str, BlockingSweep]:
     deadline = time.monotonic() + 600
     try:
         while [sweep.poll() for sweep in started.values()].count(True):
-            for how, (interrupt, _) in INTERRUPTIONS.items():
+            for how, interrupt in interrupts.items():
                 sweep = started[how]
                 if sweep.interrupted_after is None and sweep.job and trained_steps(sweep.run) >= 5:
                     sweep.interrupted_after = trained_steps(sweep.run)
@@ -184,3 +190,14 @@ def test_a_job_shorter_than_its_run_is_signalled_before_its_time_limit_requeued_
     assert len(stops) <= restarts <= len(stops) + 1, (restarts, stops)
     assert sweep.job_log().count(f"epoch 1/{EPOCHS_TIMED_OUT}:") == 1, "epoch 1 was trained again"
     assert "TimeLimit=00:02:00" in scontrol(sweep.job)
+
+
+def test_a_sigterm_from_slurm_while_the_run_stops_after_a_usr_signal_lets_it_write_its_checkpoint(sweeps):
+    sweep = sweeps[ABORTED]
+    s = summary(sweep.run)
+    [stop] = s["interruptions"]
+    assert s["status"] == "resumable" and stop["lost_steps"] == 0, (s, sweep.tail())
+    assert 5 <= stop["step"] < 20
+    state = torch.load(sweep.run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, stop["step"])
+    assert "SIGTERM while the run stops: it writes its checkpoint first" in sweep.job_log()
