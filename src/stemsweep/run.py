@@ -138,8 +138,8 @@ def run(cfg_dict: DictConfig) -> float | None:
             if last["cause"] == LAST_CHECKPOINT_NOT_WRITTEN:  # not a signal: a person must act
                 raise NoFinalCheckpoint(
                     f"run {signature} trained {summary['epochs_done']}/{summary['epochs']} epochs but could not "
-                    f"write its last checkpoint ({last['error']}); it is recorded resumable: free the space "
-                    "it needs and launch it again, it resumes from the checkpoint it has")
+                    f"write its last checkpoint ({last['error']}); it is recorded resumable: once it can write to "
+                    f"{run_dir.path}, launch it again and it resumes from the checkpoint it has")
 
             def recorded(cause: str) -> None:
                 summary["interruptions"][-1]["cause"] = cause

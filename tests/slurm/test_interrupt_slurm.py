@@ -1,9 +1,8 @@
 """Preemption, signals, time-outs and requeues on the real local SLURM: the job stops after the step in
 flight, writes a mid-epoch checkpoint, is requeued once and ends with the uninterrupted run's metrics,
 in one W&B run. Sweeps are launched as a user does (`python -m stemsweep.run -m hydra/launcher=slurm`),
-blocking, so the sweep itself must wait through the requeue. The five sweeps start side by side (the
-node advertises 4 CPUs: one waits for the first requeue), each interrupted once it has trained 5 steps;
-the tests read what they left."""
+blocking, so the sweep itself must wait through the requeue. The four sweeps run side by side (the
+node advertises 4 CPUs), each interrupted once it has trained 5 steps; the tests read what they left."""
 
 from __future__ import annotations
 
@@ -105,15 +104,14 @@ def preempt(job: str) -> None:
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
 
 
-ABORTED = "scancel --full --signal=USR1"
+# USR1 to every process of the job: the run's process stops after it, the batch shell dies of it, and
+# SLURM then aborts the step with SIGTERM while the run is about to write its checkpoint.
+USR1_TO_THE_WHOLE_JOB = "scancel --full --signal=USR1"
 INTERRUPTIONS = {  # how: (what is done to the running job, the cause the record gives)
     "preemption (TERM, then USR2)": (preempt, "preemption"),
-    "scancel --signal=USR1": (lambda job: subprocess.run(["scancel", "--signal=USR1", job], check=True),
-                              "preemption"),
+    USR1_TO_THE_WHOLE_JOB: (lambda job: subprocess.run(["scancel", "--full", "--signal=USR1", job], check=True),
+                            "preemption"),
     "scontrol requeue": (lambda job: subprocess.run(["scontrol", "requeue", job], check=True), "SIGTERM"),
-    # The batch shell dies of USR1, and SLURM then aborts the step with SIGTERM while the run, stopping
-    # after the USR1, is about to write its checkpoint.
-    ABORTED: (lambda job: subprocess.run(["scancel", "--full", "--signal=USR1", job], check=True), "preemption"),
 }
 TIME_OUT = "a 2-minute time limit"
 EPOCHS_TIMED_OUT = 10  # ~32k images, 100+ s at ~300 images/s: longer than the 70 s a start can get
@@ -175,7 +173,7 @@ def test_an_interrupted_job_is_requeued_once_and_ends_as_if_never_interrupted(sw
 
 
 def test_a_sigterm_from_slurm_while_the_run_stops_lets_it_write_its_checkpoint(sweeps):
-    log = sweeps[ABORTED].job_log()  # the stop after it is checked with the other interruptions above
+    log = sweeps[USR1_TO_THE_WHOLE_JOB].job_log()  # the stop and requeue are checked above, as for the others
     assert "SIGTERM while the run stops: it writes its checkpoint first" in log, log
 
 

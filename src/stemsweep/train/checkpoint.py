@@ -123,9 +123,8 @@ def finetune_source(init_from: str, runs_root: str | Path) -> dict[str, Any]:
         return _source(path, load_checkpoint(path))
     run = RunDir(runs_root, init_from)
 
-    def not_ready(state: str, then: str) -> NoFinalCheckpoint:
-        return NoFinalCheckpoint(f"init_from={init_from} is not ready: run {init_from} {state}; {then}, "
-                                 "then launch this run again")
+    def not_ready(state: str, todo: str, relaunch: str = ", then launch this run again") -> NoFinalCheckpoint:
+        return NoFinalCheckpoint(f"init_from={init_from} is not ready: run {init_from} {state}; {todo}{relaunch}")
 
     try:
         summary = run.read_summary()
@@ -147,13 +146,13 @@ def finetune_source(init_from: str, runs_root: str | Path) -> dict[str, Any]:
         last = (summary.get("interruptions") or [{}])[-1]
         if last.get("cause") == LAST_CHECKPOINT_NOT_WRITTEN:
             raise not_ready(f"is resumable: it trained {epochs} but could not write its last checkpoint "
-                            f"({last.get('error')})", f"free the space it needs and {again}")
+                            f"({last.get('error')})", f"once it can write to {run.path}, {again}")
         raise not_ready(f"is resumable after {epochs}", f"{again} and finishes")
     if status == "failed":
         raise not_ready(f"failed ({summary.get('error_message')})", "launch it again with retry=true")
     if status == "diverged":
         raise not_ready(f"diverged at epoch {summary.get('diverged_epoch')}: it has no weights to start "
-                        "from", "fine-tune from another run")
+                        "from", "fine-tune from another run", relaunch="")
     retrain = f"move {run.path} away and train it again"
     try:
         state = load_checkpoint(run.checkpoint)
