@@ -17,6 +17,7 @@ from stemsweep.record import checkpoint as checkpoint_files
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint, save_checkpoint
 from stemsweep.record.rundir import RunDir
 from stemsweep.run import run
+from stemsweep.sweep.status import status_rows
 from stemsweep.train.checkpoint import CheckpointWriter, finetune_source
 
 TINY = {"data.num_train": 128, "data.num_test": 64, "data.image_size": 16, "data.in_chans": 1,
@@ -73,6 +74,8 @@ def test_a_run_whose_last_checkpoint_cannot_be_written_is_resumable_and_its_fine
     assert [state["epoch"] for state in tried] == [1, 2, 2]  # written again once
     source = record(runs, signature)
     assert source["status"] == "resumable" and source["interruptions"][-1]["cause"] == LAST_CHECKPOINT_NOT_WRITTEN
+    [row] = status_rows(str(runs))
+    assert row["state"] == "resumable" and row["log"].startswith("last checkpoint not written: OSError")
 
     tuned = {"init_from": signature, "data.num_classes": 3, "epochs": 1}
     with pytest.raises(NoFinalCheckpoint) as refused:
