@@ -15,9 +15,9 @@ TINY = ["model=vit_xs", "data.train_subset=640", "data.test_subset=500", "batch_
         "logger=none"]
 
 
-def launch(runs_root, *overrides, wait=True, env_extra=None):
+def launch(runs_root, *overrides, wait=True, env_extra=None, multirun=False):
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
-    cmd = [sys.executable, "-m", "stemsweep.run", f"runs_root={runs_root}", *TINY, *overrides]
+    cmd = [sys.executable, "-m", "stemsweep.run", *["-m"] * multirun, f"runs_root={runs_root}", *TINY, *overrides]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -130,7 +130,22 @@ def test_fine_tuning_starts_from_another_runs_weights_and_names_it_in_its_identi
     assert summary(tmp_path / tuned_sig)["init_from"] == source_sig
 
     missing = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "init_from=0123456789")
-    assert missing.returncode != 0 and "run 0123456789 has no checkpoint" in missing.stderr
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"stemsweep: init_from=0123456789 is not ready: run 0123456789 has no record under runs_root={tmp_path}; "
+        "train it first, then launch this run again")
+
+
+def test_a_sweep_shows_the_line_of_a_fine_tune_that_cannot_start_and_trains_its_other_runs(tmp_path):
+    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "data.train_subset=128",
+                    "data.test_subset=128", "init_from=0123456789,null", multirun=True)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out
+    assert "stemsweep: init_from=0123456789 is not ready: run 0123456789 has no record" in out
+    assert out.strip().splitlines()[-1] == ("stemsweep: 1 of the 2 runs launched did not finish (the lines above "
+                                            "say why and what to do); launched again, the sweep trains them")
+    [trained] = [p for p in tmp_path.iterdir() if (p / "summary.json").exists()]  # the fine-tune wrote no record
+    assert summary(trained)["status"] == "done" and summary(trained)["init_from"] is None
 
 
 def test_a_run_shorter_than_the_ema_period_reports_the_error_its_model_reached(tmp_path):

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 import stemsweep
 from stemsweep.config import CONF_DIR, ConfigError, RunConfig, validated_config
 from stemsweep.identity import identity_signature, run_identity, setting_signature
+from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint
 from stemsweep.record.rundir import CorruptRecord, RunDir
 from stemsweep.sweep.plan import register_with_omegaconf
 
@@ -46,7 +47,10 @@ def study_error(summary: dict[str, Any]) -> float | None:
     return summary.get("best_error") if error is None else error
 
 
-def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
+def base_summary(cfg: RunConfig, identity: dict[str, Any], init_source: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The record of a run that starts; `init_source`: the checkpoint a fine-tune starts from
+    (train.checkpoint.finetune_source)."""
     import torch
 
     from stemsweep.models import SIZES, paper_name
@@ -63,7 +67,7 @@ def base_summary(cfg: RunConfig, identity: dict[str, Any]) -> dict[str, Any]:
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "ema_enabled": cfg.ema.enabled,
         "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "aug": cfg.aug.name,
-        "sweep": cfg.sweep, "init_from": cfg.init_from,
+        "sweep": cfg.sweep, "init_from": cfg.init_from, "init_source": init_source,
         "epochs_done": 0, "final_error": None, "best_error": None, "final_ema_error": None,
         "best_ema_error": None, "diverged_epoch": None, "error_message": None,
         "slurm_job_id": job, "log_path": _log_path(), "host": socket.gethostname(),
@@ -91,17 +95,15 @@ def _log_path() -> str | None:
 
 def run(cfg_dict: DictConfig) -> float | None:
     cfg = validated_config(cfg_dict)
+    from stemsweep.train.checkpoint import finetune_source
     from stemsweep.train.distributed import broadcast_flag, init_distributed, shutdown
     from stemsweep.train.interrupt import StopSignals
-    from stemsweep.train.loop import init_checkpoint, pick_device
+    from stemsweep.train.loop import pick_device
 
     device = pick_device(cfg.device)
     env = init_distributed(device.type)
     identity = run_identity(cfg)  # once: init_from may name a checkpoint file to read
     signature = identity_signature(identity)
-    if cfg.init_from and not init_checkpoint(cfg).exists():
-        raise SystemExit(f"stemsweep: init_from={cfg.init_from} is not allowed: run {cfg.init_from} has no "
-                         f"checkpoint under runs_root={cfg.runs_root} (train it first)")
     run_dir = RunDir(cfg.runs_root, signature)
     try:
         previous = run_dir.read_summary()
@@ -113,6 +115,8 @@ def run(cfg_dict: DictConfig) -> float | None:
         log.info("run %s is %s: %s; record in %s%s", signature, previous["status"], _result(previous),
                  run_dir.path, "" if previous["status"] == "done" else " (retry=true runs it again)")
         return study_error(previous) if previous["status"] != "failed" else None
+    # Before the lock and the record: a fine-tune whose source is not finished leaves no trace of itself.
+    init_source = finetune_source(cfg.init_from, cfg.runs_root) if cfg.init_from else None
 
     lock = run_dir.lock() if env.is_main else contextlib.nullcontext(True)
     with StopSignals() as stop:
@@ -121,7 +125,7 @@ def run(cfg_dict: DictConfig) -> float | None:
                 log.warning("run %s is being trained by another process (%s); not training it twice",
                             signature, run_dir.lock_holder())
                 return None
-            summary = base_summary(cfg, identity)
+            summary = base_summary(cfg, identity, init_source)
             if previous:  # the run's history of interruptions and resumes goes on
                 summary.update({key: previous[key] for key in ("interruptions", "resumes") if key in previous})
             if env.is_main:
@@ -130,6 +134,12 @@ def run(cfg_dict: DictConfig) -> float | None:
             summary = _train_and_record(cfg, run_dir, summary, env, stop, previous and previous["status"])
         if summary["status"] == "resumable":  # checkpointed and recorded; the lock is let go
             shutdown(env)
+            last = summary["interruptions"][-1]
+            if last["cause"] == LAST_CHECKPOINT_NOT_WRITTEN:  # not a signal: a person must act
+                raise NoFinalCheckpoint(
+                    f"run {signature} trained {summary['epochs_done']}/{summary['epochs']} epochs but could not "
+                    f"write its last checkpoint ({last['error']}); it is recorded resumable: once it can write to "
+                    f"{run_dir.path}, launch it again and it resumes from the checkpoint it has")
 
             def recorded(cause: str) -> None:
                 summary["interruptions"][-1]["cause"] = cause
@@ -181,7 +191,11 @@ def _result(summary: dict[str, Any]) -> str:
     parts = [f"{summary['epochs_done']}/{summary['epochs']} epochs"]
     if summary["status"] == "resumable":
         last = summary["interruptions"][-1]
-        parts.append(f"stopped by {last['cause']} after step {last['step']}; launched again, it resumes there")
+        if last["cause"] == LAST_CHECKPOINT_NOT_WRITTEN:
+            parts.append(f"its last checkpoint could not be written ({last['error']}); launched again, it "
+                         "resumes from the checkpoint it has")
+        else:
+            parts.append(f"stopped by {last['cause']} after step {last['step']}; launched again, it resumes there")
     if summary.get("final_error") is not None:
         parts.append(f"final top-1 error {summary['final_error']:.2f}%")
     if summary.get("best_ema_error") is not None:
@@ -209,8 +223,15 @@ register_with_omegaconf()
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         return run(cfg)
+    except NoFinalCheckpoint as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the job fails with it; the sweep shows its line and launches its other runs
+        raise SystemExit(f"stemsweep: {exc}") from None
     except ConfigError as exc:  # a bad value (library code raises): one line, not a traceback
         raise SystemExit(f"stemsweep: {exc}") from None
 

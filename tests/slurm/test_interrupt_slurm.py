@@ -104,10 +104,13 @@ def preempt(job: str) -> None:
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
 
 
+# USR1 to every process of the job: the run's process stops after it, the batch shell dies of it, and
+# SLURM then aborts the step with SIGTERM while the run is about to write its checkpoint.
+USR1_TO_THE_WHOLE_JOB = "scancel --full --signal=USR1"
 INTERRUPTIONS = {  # how: (what is done to the running job, the cause the record gives)
     "preemption (TERM, then USR2)": (preempt, "preemption"),
-    "scancel --signal=USR1": (lambda job: subprocess.run(["scancel", "--signal=USR1", job], check=True),
-                              "preemption"),
+    USR1_TO_THE_WHOLE_JOB: (lambda job: subprocess.run(["scancel", "--full", "--signal=USR1", job], check=True),
+                            "preemption"),
     "scontrol requeue": (lambda job: subprocess.run(["scontrol", "requeue", job], check=True), "SIGTERM"),
 }
 TIME_OUT = "a 2-minute time limit"
@@ -167,6 +170,11 @@ def test_an_interrupted_job_is_requeued_once_and_ends_as_if_never_interrupted(sw
     # One W&B run: each start opened (offline) the run whose id is the signature.
     pieces = sorted((run / "wandb").glob("offline-run-*"))
     assert len(pieces) == 2 and all(p.name.endswith(f"-{run.name}") for p in pieces), pieces
+
+
+def test_a_sigterm_from_slurm_while_the_run_stops_lets_it_write_its_checkpoint(sweeps):
+    log = sweeps[USR1_TO_THE_WHOLE_JOB].job_log()  # the stop and requeue are checked above, as for the others
+    assert "SIGTERM while the run stops: it writes its checkpoint first" in log, log
 
 
 def test_a_job_shorter_than_its_run_is_signalled_before_its_time_limit_requeued_and_finishes(sweeps):

@@ -99,6 +99,7 @@ class StemsweepSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from stemsweep.config import ConfigError
+        from stemsweep.record.checkpoint import NoFinalCheckpoint
         from stemsweep.record.rundir import RunDir
         from stemsweep.sweep.plan import JobComposer, expand_grids, live_runs, plan_runs
 
@@ -132,13 +133,22 @@ class StemsweepSweeper(BasicSweeper):
         self.overrides = list(self.split_overrides_to_chunks(to_launch, self.max_batch_size)) if to_launch else []
         returns = []
         initial_job_idx = 0
+        unfinished = 0  # runs that wait for a person: a fine-tune's source not done, a checkpoint not written
         with signals_stop_the_sweep(launching):
             while not self.is_done():
                 batch = self.get_job_batch()  # already composed and validated by plan_runs
                 results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
                 for r in results:
-                    if r.status != JobStatus.UNKNOWN:  # UNKNOWN: detached, still queued
+                    if r.status == JobStatus.UNKNOWN:  # detached, still queued
+                        continue
+                    try:
                         _ = r.return_value  # raises if the job failed
+                    except NoFinalCheckpoint as exc:  # the other runs go on; its line is shown
+                        log.error("stemsweep: %s", exc)
+                        unfinished += 1
                 initial_job_idx += len(batch)
                 returns.append(results)
+        if unfinished:
+            raise SystemExit(f"stemsweep: {unfinished} of the {len(to_launch)} runs launched did not finish (the "
+                             "lines above say why and what to do); launched again, the sweep trains them")
         return returns

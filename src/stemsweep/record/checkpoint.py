@@ -22,6 +22,16 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint file that exists but cannot be read; the message names the file, in one line."""
 
 
+# The interruption's cause in the record of a run whose last checkpoint could not be written.
+LAST_CHECKPOINT_NOT_WRITTEN = "last checkpoint not written"
+
+
+class NoFinalCheckpoint(Exception):
+    """A run's final checkpoint is not on disk: a fine-tune's source has not finished (or could not write
+    its last checkpoint), or this run could not write its own. The message, one line, says what to do: a
+    single run exits with it, a sweep shows it and goes on with its other runs."""
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` (a run's LATEST), keeping the file it replaces as PREVIOUS.
 

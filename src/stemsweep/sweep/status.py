@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN
 from stemsweep.record.rundir import CorruptRecord, RunDir
 
 COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done", "latest", "best",
@@ -59,6 +60,9 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
         log = summary.get("log_path") or str(run.error_log)
     elif state == "diverged":
         log = f"diverged at epoch {summary.get('diverged_epoch')}"
+    elif state == "resumable" and (last := (summary.get("interruptions") or [{}])[-1]).get("cause") == \
+            LAST_CHECKPOINT_NOT_WRITTEN:
+        log = f"last checkpoint not written: {last.get('error')}"
     return {
         "signature": run.signature, "model": summary.get("model"), "stem": summary.get("stem") or "-",
         "optimizer": summary.get("optimizer"), "epochs": summary.get("epochs"),

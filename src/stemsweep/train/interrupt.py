@@ -16,7 +16,11 @@ checkpoint and returns the run as `resumable`; `end_process` then ends the proce
   with one line and the shell's status 128 + signal, and launched again it resumes. A run in a worker
   process of a local sweep first waits for the sweep to end it (see `_wait_for_the_sweep`).
 
-A second SIGINT or SIGTERM while the run is stopping ends the process at once (Python's defaults).
+A second SIGINT or SIGTERM while the run is stopping ends the process at once (Python's defaults): a
+person at a terminal asking twice. Under SLURM a SIGTERM after the first signal is SLURM's, not a
+person's (e.g. `scancel --full --signal=USR1`: the batch shell dies of USR1 and SLURM then aborts the
+step with SIGTERM), so it lets the stop checkpoint finish: SLURM's SIGKILL, `KillWait` later (30 s by
+default), bounds the wait.
 
 SLURM sends its time-limit signal up to a minute before `signal_delay_s` asks (it checks limits on a
 30-60 s tick), so a short job can get it while it is still starting, before submitit has installed its
@@ -61,6 +65,11 @@ def _keep_start_up_signal(signum: int, frame: FrameType | None) -> None:
     _start_up_signals.append(signum)
 
 
+def under_slurm() -> bool:
+    """Whether this process is part of a SLURM job (a batch job, srun or salloc)."""
+    return "SLURM_JOB_ID" in os.environ
+
+
 class RunInterrupted(KeyboardInterrupt):
     """The run stopped at a signal after writing its checkpoint; launched again, it resumes."""
 
@@ -99,6 +108,9 @@ class StopSignals:
             self.signum = signum
             log.warning("%s: the run stops after this step and writes a checkpoint",
                         signal.Signals(signum).name)
+        elif signum == signal.SIGTERM and under_slurm():
+            log.warning("SIGTERM while the run stops: it writes its checkpoint first (SLURM kills it "
+                        "KillWait after the SIGTERM)")
         elif signum in (signal.SIGINT, signal.SIGTERM):  # asked twice: stop now
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)

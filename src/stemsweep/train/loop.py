@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stemsweep.config import AugConfig, CheckpointConfig, RunConfig
+from stemsweep.config import AugConfig, CheckpointConfig, ConfigError, RunConfig
 from stemsweep.data import DataBundle, build_data
 from stemsweep.data.bad_files import RECORD_NAME, BadFiles, TooManyBadFiles
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
 from stemsweep.models import SIZES
 from stemsweep.models.build import build_model, model_complexity
 from stemsweep.models.stems import record_stem, uses_channels_last
-from stemsweep.record.checkpoint import load_checkpoint, load_latest, remove_previous
+from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, load_checkpoint, load_latest, remove_previous
 from stemsweep.record.rundir import RunDir, StepMarker
 from stemsweep.record.trackers import Tracker
 from stemsweep.train.checkpoint import CheckpointWriter, load_weights_for_finetuning
@@ -196,8 +196,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                **device_fields(device, env, data.image_size)}
     iters_per_epoch = len(data.train) // cfg.batch_size
     if iters_per_epoch == 0:
-        raise ValueError(f"batch_size={cfg.batch_size} is not allowed: larger than the "
-                         f"{len(data.train)} training images")
+        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: larger than the "
+                          f"{len(data.train)} training images")
     alpha = ema_alpha(cfg.ema.alpha, cfg.batch_size, cfg.epochs, cfg.ema.period, len(data.train))
     summary["warnings"] = scale_warnings(cfg, iters_per_epoch, len(data.train), len(data.test), alpha)
     for warning in summary["warnings"] if env.is_main else ():
@@ -367,11 +367,13 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         raise bad_files.too_many() from None
     finally:
         agreement.close()
-        if writer is not None:
-            writer.wait()
+        unwritten = writer.finish() if writer is not None else None  # the last checkpoint's write error
         if marker is not None:
             marker.close()
 
+    if status == "running" and _any_process(unwritten is not None, env, device):
+        status = "resumable"  # not done: a fine-tune needs its last step; launched again, it writes it
+        summary = _note_unwritten(summary, unwritten, cfg.epochs, iters_per_epoch)
     if status == "running":
         status = "done"
         if env.is_main:
@@ -406,6 +408,15 @@ def _note_resume(summary: dict, run: RunDir, previous_status: str | None, which:
 def _note_interruption(summary: dict, stop: StopSignals, epoch: int, step: int, iters: int) -> dict:
     entry = {**_when(), "cause": stop.cause(), "signal": stop.name, "epoch": epoch + 1, "step": step,
              "lost_steps": 0}
+    return {**summary, "interruptions": [*summary.get("interruptions", []), entry]}
+
+
+def _note_unwritten(summary: dict, error: str | None, epochs: int, iters: int) -> dict:
+    """The run trained to its end but could not write its last checkpoint, twice: it resumes from the
+    checkpoint it has (how many steps back is not known here)."""
+    log.warning("the last checkpoint could not be written (%s): the run is recorded resumable", error)
+    entry = {**_when(), "cause": LAST_CHECKPOINT_NOT_WRITTEN, "signal": None, "epoch": epochs,
+             "step": epochs * iters, "lost_steps": None, "error": error}
     return {**summary, "interruptions": [*summary.get("interruptions", []), entry]}
 
 
@@ -451,8 +462,8 @@ def _duration(seconds: float) -> str:
 
 def _require_divisible(batch_size: int, env: DistEnv) -> None:
     if batch_size % env.world_size:
-        raise ValueError(f"batch_size={batch_size} is not allowed with {env.world_size} processes: "
-                         "the global batch must divide evenly among them")
+        raise ConfigError(f"batch_size={batch_size} is not allowed with {env.world_size} processes: "
+                          "the global batch must divide evenly among them")
 
 
 def summarise(summary: dict[str, Any], metrics: list[dict[str, Any]], status: str, wall: float) -> dict:
