@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from stemsweep.config import AugConfig, CheckpointConfig, RunConfig
 from stemsweep.data import DataBundle, build_data
+from stemsweep.data.image_index import INDEX_CACHE
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
 from stemsweep.models import SIZES, build_model, model_complexity
 from stemsweep.record.checkpoint import load_checkpoint, load_latest, remove_previous
@@ -176,7 +177,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         # stems, RegNetY); the authors' pycls turns it on by default too (CUDNN.BENCHMARK).
         torch.backends.cudnn.benchmark = True
     data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res,
-                      device.type)
+                      device.type, index_cache=Path(cfg.runs_root) / INDEX_CACHE)
     _require_divisible(cfg.batch_size, env)
     built = build(cfg, data, device, env)
     model, ema, optimizer = built.model, built.ema, built.optimizer
