@@ -108,7 +108,10 @@ def image_index(folder: str | Path, cache_dir: str | Path | None = None) -> Imag
             failures.append(f"{file.parent}: {error.strerror}")
             continue
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks (Lustre mounted without -o flock): each process
+                pass  # may list the folder, and the atomic write keeps the file whole
             if (kept := _read_current(file, folder)) is not None:  # built while this process waited
                 return kept
             remove_stale_temporaries(file)  # of a process killed while writing it
