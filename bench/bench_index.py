@@ -11,8 +11,9 @@ metadata in the kernel's cache (as on a local disk after a first pass: a network
 more per listing, and only ImageFolder and the index's first listing pay it). Printed as markdown:
 
   (a) seconds from making the training set to the first batch of a shuffled DataLoader (`--workers`
-      workers, batch 256, the images decoded by data/imagenet.py's read_rgb): ImageFolder; the index
-      with none kept yet (it is listed and written); the index kept (it is read);
+      workers, and none: the workers' start-up is the same for all), batch 256, the images decoded by
+      data/imagenet.py's read_rgb: ImageFolder; the index with none kept yet (it is listed and
+      written); the index kept (it is read);
   (b) each DataLoader worker's private memory (/proc/<pid>/smaps_rollup) before and after it goes
       through every sample of the index once, reading its path and label without decoding it: what
       reference counting copies from the parent into the worker (pytorch issue 13246).
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from stemsweep.data.image_index import INDEX_FOLDER
 
 BATCH = 256
 
@@ -147,18 +150,23 @@ def main() -> None:
         make_folder(train, args.images, args.classes, args.sources)
         print(f"made {args.images:,} files in {args.classes} class folders in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
-        first = {"ImageFolder": run_child("imagefolder", "first_batch", train, args.workers),
-                 "index, none kept yet": run_child("index", "first_batch", train, args.workers),
-                 "index kept": run_child("index", "first_batch", train, args.workers)}
+        first = {}
+        for workers in (args.workers, 0):
+            first["ImageFolder", workers] = run_child("imagefolder", "first_batch", train, workers)
+        for workers in (args.workers, 0):
+            shutil.rmtree(train.parent / INDEX_FOLDER, ignore_errors=True)
+            first["index, none kept yet", workers] = run_child("index", "first_batch", train, workers)
+        for workers in (args.workers, 0):
+            first["index kept", workers] = run_child("index", "first_batch", train, workers)
         memory = {"ImageFolder": run_child("imagefolder", "memory", train, args.workers),
                   "index kept": run_child("index", "memory", train, args.workers)}
     finally:
         shutil.rmtree(tmp)
     print(f"### {args.images:,} files, {args.classes} classes, {args.workers} workers\n")
     print("(a) from making the training set to the first batch (batch 256, shuffled), seconds:\n")
-    print("| training set | made in | first batch after |\n|---|---|---|")
-    for name, r in first.items():
-        print(f"| {name} | {r['dataset_s']:.2f} | {r['first_batch_s']:.2f} |")
+    print("| training set | workers | made in | first batch after |\n|---|---|---|---|")
+    for (name, workers), r in first.items():
+        print(f"| {name} | {workers} | {r['dataset_s']:.2f} | {r['first_batch_s']:.2f} |")
     print("\n(b) each worker's private memory growth over one pass through every sample, MB "
           "(min–max over the workers):\n")
     print("| training set | private dirty at start | dirty growth | clean growth |\n|---|---|---|---|")
