@@ -6,7 +6,7 @@ ImageFolder lists every class folder each time a dataset is made, so once per ru
 file system), and holds the samples as a list of tuples that each DataLoader worker turns into private
 copies by touching their reference counts (pytorch issue 13246). Here the listing is written once to a
 file that every node of a cluster sees: beside the data (<root>/.stemsweep-index/<folder name>.index)
-or, where the data is read-only, under a cache folder (runs_root/.index-cache/<hash of the path>/).
+or, where the data is read-only, under a cache folder (runs_root/.index-cache/<hash of the root's path>/).
 One process builds it under a file lock while the others wait, then all of them map it into memory:
 the paths as one byte buffer with offsets and the labels as an integer array, pages that processes
 and workers share because nothing writes to them. It is reused while the folder and each of its
@@ -92,10 +92,11 @@ def image_index(folder: str | Path, cache_dir: str | Path | None = None) -> Imag
     data where that is writable, else under `cache_dir`. Where neither is writable it is listed in
     memory (and the reason logged once)."""
     folder = os.path.expanduser(str(folder))  # as ImageFolder takes it: the paths start with it
-    places = [Path(folder).parent / INDEX_FOLDER / f"{Path(folder).name}.index"]
-    if cache_dir is not None:
-        key = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:16]
-        places.append(Path(cache_dir) / key / f"{Path(folder).name}.index")
+    root, name = Path(folder).parent, Path(folder).name
+    places = [root / INDEX_FOLDER / f"{name}.index"]
+    if cache_dir is not None:  # one folder per data root, as beside the data
+        key = hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:16]
+        places.append(Path(cache_dir) / key / f"{name}.index")
     for file in places:
         if (kept := _read_current(file, folder)) is not None:
             return kept
