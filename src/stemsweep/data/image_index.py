@@ -100,7 +100,7 @@ def image_index(folder: str | Path, cache_dir: str | Path | None = None) -> Imag
     for file in places:
         if (kept := _read_current(file, folder)) is not None:
             return kept
-    failures = []
+    failures, listing = [], None
     for file in places:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -111,21 +111,22 @@ def image_index(folder: str | Path, cache_dir: str | Path | None = None) -> Imag
         with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+                remove_stale_temporaries(file)  # of a process killed while writing it
             except OSError:  # a file system without locks (Lustre mounted without -o flock): each process
                 pass  # may list the folder, and the atomic write keeps the file whole
             if (kept := _read_current(file, folder)) is not None:  # built while this process waited
                 return kept
-            remove_stale_temporaries(file)  # of a process killed while writing it
-            listed, header = _list(folder)
+            listing = listing or _list(folder)
             try:
-                _write(file, listed, header)
-            except OSError as error:
+                _write(file, *listing)
+            except OSError as error:  # e.g. a full disk: the next place
                 failures.append(f"{file}: {error.strerror}")
                 continue
+            listed, header = listing
             log.info("indexed %s: %d images in %d classes, listed in %.1f s, kept in %s", folder, len(listed),
                      len(listed.classes), (time.time_ns() - header["listed_ns"]) / 1e9, file)
             return _open(file, folder)[1]
-    listed, _ = _list(folder)
+    listed, _ = listing or _list(folder)
     log.warning("indexed %s: %d images, in memory only: no place to keep its index (%s)", folder, len(listed),
                 "; ".join(failures))
     return listed
