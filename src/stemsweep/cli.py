@@ -54,7 +54,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _check_data(args: argparse.Namespace) -> int:
     from stemsweep.data.check import check_data
 
-    return check_data(args.root, args.processes)
+    return check_data(args.root, args.processes, args.runs_root)
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "files that cannot be read or decoded; exits 1 if there are any")
     p.add_argument("root", help="the folder a run's data.root names")
     p.add_argument("--processes", type=int, default=None, help="decoding processes (default: every CPU)")
+    p.add_argument("--runs-root", default="runs", help="where the index of read-only data is kept (the runs' "
+                   "runs_root); an index kept there or beside the data is reused")
     p.set_defaults(func=_check_data)
     return parser
 

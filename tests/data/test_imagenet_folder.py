@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 
 from stemsweep.config import AugConfig, DataConfig
@@ -31,6 +32,15 @@ def test_shapes_and_classes_follow_the_model_resolutions(root):
     assert data.test[11][0].shape == (3, TRAIN_RES, TRAIN_RES) and data.test[11][1] == 2
     resize = [t for t in data.test.transform.transforms if type(t).__name__ == "Resize"][0]
     assert resize.size == [TEST_RES]  # resize 56, crop 48, as RegNetY's 232/262
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_both_pipelines_read_imagefolders_samples_from_the_kept_index(root, pipeline):
+    data = build_data(DataConfig(name="imagenet", root=str(root), pipeline=pipeline), PAPER_AUG, TRAIN_RES,
+                      TEST_RES)
+    for split, dataset in (("train", data.train), ("val", data.test)):
+        assert list(dataset.samples) == ImageFolder(str(root / split)).samples
+        assert (root / ".stemsweep-index" / f"{split}.index").is_file()
 
 
 def test_a_vit_style_resolution_tests_with_the_usual_256_to_224_resize(root):

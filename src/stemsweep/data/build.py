@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,16 +58,18 @@ def resolve_pipeline(data: DataConfig, device_type: str) -> str:
 
 
 def build_data(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
-               device_type: str = "cpu", bad_files: BadFiles | None = None) -> DataBundle:
+               device_type: str = "cpu", bad_files: BadFiles | None = None,
+               index_cache: str | Path | None = None) -> DataBundle:
     """train_res / test_res: the model's own resolutions, used for ImageNet when data.image_size /
     data.test_image_size are null. Small data sets keep their own size unless data.image_size is set.
     `device_type` is the training device's, for data.pipeline=auto. `bad_files` counts an image
-    folder's unreadable files (a run's record; by default each process counts its own)."""
+    folder's unreadable files (a run's record; by default each process counts its own). `index_cache`:
+    where an image folder's index is kept when its data is read-only (data/image_index.py)."""
     if data.name == "fashion_mnist":
         bundle = _fashion_mnist(data, aug)
     elif data.name in FOLDER_DATASETS:
         bundle = _imagenet(data, aug, train_res, test_res, resolve_pipeline(data, device_type),
-                           bad_files or BadFiles(limit=data.max_bad_files, root=data.root))
+                           bad_files or BadFiles(limit=data.max_bad_files, root=data.root), index_cache)
     else:
         bundle = _synthetic(data, aug)
     bundle.train = _subset(bundle.train, data.train_subset, data.subset_seed, "data.train_subset")
@@ -88,7 +91,7 @@ def _fashion_mnist(data: DataConfig, aug: AugConfig) -> DataBundle:
 
 
 def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res: int | None,
-              pipeline: str, bad_files: BadFiles) -> DataBundle:
+              pipeline: str, bad_files: BadFiles, index_cache: str | Path | None) -> DataBundle:
     size = data.image_size or train_res
     if size is None:
         raise ConfigError("data.image_size=null is not allowed for data=imagenet with a model that has no "
@@ -100,13 +103,13 @@ def _imagenet(data: DataConfig, aug: AugConfig, train_res: int | None, test_res:
     test_size = data.test_image_size or size
     own_resolution = data.image_size is None and data.test_image_size is None
     test_resize = test_res if own_resolution and test_res and test_res > test_size else None
-    train, test = load_imagenet(data.root, aug, size, test_size, test_resize)
+    train, test = load_imagenet(data.root, aug, size, test_size, test_resize, index_cache)
     if pipeline == "cpu":
         return DataBundle(ReplaceUnreadable(train, bad_files), LeaveOutUnreadable(test, bad_files),
                           len(train.classes), 3, size, test_size, data.name, collate=WithoutUnreadable(None))
     from stemsweep.data.device_pipeline import DeviceBatches, EncodedImages, collate_encoded
 
-    encoded_train, encoded_test = [EncodedImages(split.samples, split.classes, split.transform, train=split is train)
+    encoded_train, encoded_test = [EncodedImages(split.samples, split.transform, train=split is train)
                                    for split in (train, test)]
     return DataBundle(ReplaceUnreadable(encoded_train, bad_files), LeaveOutUnreadable(encoded_test, bad_files),
                       len(train.classes), 3, size, test_size, data.name, pipeline="gpu",

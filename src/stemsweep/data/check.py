@@ -19,17 +19,19 @@ from stemsweep.data.imagenet import LAYOUT, read_rgb
 CHUNK = 64  # files a process decodes per task: few round trips, a smooth progress bar
 
 
-def folder_images(root: str | Path) -> list[str]:
-    """Every file a run reads under `root`: train/ then val/, as the runs list them (the one place
-    check-data lists files)."""
-    from torchvision.datasets import ImageFolder
+def folder_images(root: str | Path, runs_root: str | Path = "runs") -> list[str]:
+    """Every file a run reads under `root`: train/ then val/, from the folder's kept index as the runs
+    read it (data/image_index.py: beside the data, or under runs_root for read-only data), built and
+    kept now if there is none yet."""
+    from stemsweep.data.image_index import INDEX_CACHE, image_index
 
     paths = []
     for split in ("train", "val"):
         folder = Path(root).expanduser() / split
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist; a data folder holds {LAYOUT}")
-        paths += [path for path, _ in ImageFolder(str(folder)).samples]
+        index = image_index(folder, Path(runs_root) / INDEX_CACHE)
+        paths += [index.path(i) for i in range(len(index))]
     return paths
 
 
@@ -55,12 +57,12 @@ def bad_images(paths: list[str], processes: int, progress: bool = True) -> dict[
     return dict(sorted(bad.items()))
 
 
-def check_data(root: str, processes: int | None = None) -> int:
+def check_data(root: str, processes: int | None = None, runs_root: str = "runs") -> int:
     """Print every bad file of the folder with its cause; 1 if there is any, else 0."""
     if processes is not None and processes < 1:
         raise ValueError(f"--processes={processes} is not allowed: a positive integer")
     print(f"listing the files under {root}", file=sys.stderr)  # minutes for millions of files
-    paths = folder_images(root)
+    paths = folder_images(root, runs_root)
     bad = bad_images(paths, processes or len(os.sched_getaffinity(0)))
     for path, problem in bad.items():
         print(f"{path}: {problem}")

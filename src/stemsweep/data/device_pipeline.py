@@ -35,6 +35,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from stemsweep.data.bad_files import DECODE_ERRORS, BadFiles, UnreadableImage
+from stemsweep.data.image_index import ImageIndex
 from stemsweep.data.transforms import Normalise
 
 DECODED_ON_DEVICE = ("RGB", "L")  # JPEG colour modes the device decodes; others (CMYK, PNGs) are decoded in the worker
@@ -94,9 +95,8 @@ class EncodedImages(Dataset):
     path, named if the device cannot decode it). A file that cannot be read, or whose header cannot be
     parsed, raises UnreadableImage before any augmentation is drawn (data/bad_files.py)."""
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], compose: v2.Compose, train: bool):
-        self.samples, self.classes = samples, classes
-        self.targets = [label for _, label in samples]
+    def __init__(self, index: ImageIndex, compose: v2.Compose, train: bool):
+        self.samples, self.classes, self.targets = index, index.classes, index.labels
         self.compose = compose  # the CPU pipeline's transform: what the device applies
         self.draw = AugmentationDraw(compose) if train else None
 

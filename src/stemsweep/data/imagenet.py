@@ -5,26 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from stemsweep.config import AugConfig
 from stemsweep.data.bad_files import DECODE_ERRORS, UnreadableImage
+from stemsweep.data.image_index import IndexedImageFolder, image_index
 from stemsweep.data.transforms import imagenet_test_transform, imagenet_train_transform
 
 LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>, the same class folders in both"
 
 
 def load_imagenet(root: str, aug: AugConfig, image_size: int, test_image_size: int,
-                  test_resize: int | None = None) -> tuple[ImageFolder, ImageFolder]:
-    """The train and val splits; the class index is the position of its folder name in sorted order."""
+                  test_resize: int | None = None,
+                  index_cache: str | Path | None = None) -> tuple[IndexedImageFolder, IndexedImageFolder]:
+    """The train and val splits, as ImageFolder lists them (data/image_index.py): the class index is the
+    position of its folder name in sorted order. Each split's index is kept beside the data, or under
+    `index_cache` where the data is read-only."""
     train_dir, val_dir = Path(root).expanduser() / "train", Path(root).expanduser() / "val"
     for folder in (train_dir, val_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"data=imagenet: {folder} does not exist; data.root must hold {LAYOUT}")
-    train = ImageFolder(str(train_dir), transform=imagenet_train_transform(aug, image_size), loader=read_rgb)
-    val = ImageFolder(str(val_dir), transform=imagenet_test_transform(test_image_size, test_resize), loader=read_rgb)
+    train = IndexedImageFolder(image_index(train_dir, index_cache), read_rgb, imagenet_train_transform(aug, image_size))
+    val = IndexedImageFolder(image_index(val_dir, index_cache), read_rgb,
+                             imagenet_test_transform(test_image_size, test_resize))
     if val.classes != train.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))

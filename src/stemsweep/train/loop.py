@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from stemsweep.config import AugConfig, CheckpointConfig, ConfigError, RunConfig
 from stemsweep.data import DataBundle, build_data
 from stemsweep.data.bad_files import RECORD_NAME, BadFiles, TooManyBadFiles
+from stemsweep.data.image_index import INDEX_CACHE
 from stemsweep.data.seeding import SeededImages, batch_seed, image_seed, seed_torch
 from stemsweep.models import SIZES
 from stemsweep.models.build import build_model, model_complexity
@@ -184,7 +185,7 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
         torch.backends.cudnn.benchmark = True
     bad_files = BadFiles(run.path / RECORD_NAME, cfg.data.max_bad_files, cfg.data.root)  # bad files
     data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res,
-                      device.type, bad_files)
+                      device.type, bad_files, index_cache=Path(cfg.runs_root) / INDEX_CACHE)
     _require_divisible(cfg.batch_size, env)
     built = build(cfg, data, device, env)
     model, ema, optimizer = built.model, built.ema, built.optimizer
