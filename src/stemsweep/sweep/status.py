@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.summary import ema_else_model
 
 COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done", "latest", "best",
            "restarts", "job", "log"]
@@ -52,8 +53,8 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
         return {"signature": run.signature, "state": "pending", "model": overrides or None,
                 "job": run.submitted_job() or "-"}
     state = run_state(run, summary, queued)
-    latest = _ema_else_model(summary, "final")
-    best = _ema_else_model(summary, "best")
+    latest = ema_else_model(summary, "final_ema_error")
+    best = ema_else_model(summary, "best_ema_error")
     log = ""
     if state == "failed":
         log = summary.get("log_path") or str(run.error_log)
@@ -66,12 +67,6 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
         "done": summary.get("epochs_done"), "latest": _pct(latest), "best": _pct(best),
         "restarts": restarts(summary), "job": summary.get("slurm_job_id") or "-", "log": log,
     }
-
-
-def _ema_else_model(summary: dict[str, Any], which: str) -> float | None:
-    """The EMA model's error, the model's where EMA is off (the record holds null, not no key)."""
-    error = summary.get(f"{which}_ema_error")
-    return summary.get(f"{which}_error") if error is None else error
 
 
 def _number(value: float | None) -> str:
