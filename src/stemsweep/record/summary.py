@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from stemsweep.config import RunConfig
+
 SCHEMA_VERSION = 1  # records from before it was written are version 0
 # Fields that say how the record was written, not what the run is: not columns of the analyses' tables.
 BOOKKEEPING_FIELDS = ("schema_version",)
@@ -33,7 +35,8 @@ DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than
 
 # --- the operations of a run -------------------------------------------------------------------------
 
-def start(cfg, identity: dict[str, Any], log_path: str | None, previous: dict[str, Any] | None = None) -> dict:
+def start(cfg: RunConfig, identity: dict[str, Any], log_path: str | None,
+          previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """A new launch's record of the run `cfg` describes; a run launched before (`previous`, its last
     record) keeps its history of interruptions and resumes."""
     import torch
@@ -183,7 +186,6 @@ def setting_from_config(config: Path) -> str | None:
     groups by its summary's columns alone."""
     from omegaconf import OmegaConf
 
-    from stemsweep.config import RunConfig
     from stemsweep.record.signature import is_signature, run_identity, setting_signature
 
     try:
