@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from stemsweep.config import OptimizerConfig
 from stemsweep.models import SIZES
@@ -37,6 +36,7 @@ from stemsweep.record.files import atomic_write
 from stemsweep.train.checkpoint import CheckpointWriter, host_copy
 from stemsweep.train.ema import ModelEma
 from stemsweep.train.optim import build_optimizer
+from stemsweep.train.step import train_step
 
 
 class FileObjectWriter(CheckpointWriter):
@@ -67,11 +67,7 @@ def main() -> None:
 
     def step() -> float:
         tic = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(model, 0.01)
+        train_step(model, optimizer, x, y, ema=ema, ema_alpha=0.01)
         return time.perf_counter() - tic
 
     def state() -> dict:

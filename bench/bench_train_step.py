@@ -1,7 +1,7 @@
 """Training-step throughput of the CPU sizes, per memory layout (run by hand; results in docs/benchmarks.md).
 
 Each configuration is timed in rounds, interleaved with the others so that machine noise spreads
-over all of them; each round is a few steps (forward + backward + AdamW step) after warm-up steps.
+over all of them; each round is a few training steps (train/step.py's, with AdamW) after warm-up steps.
 Reported: median images/s over rounds and the interquartile range.
 
     .venv/bin/python bench/bench_train_step.py [--rounds 7] [--threads 2]
@@ -14,9 +14,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from stemsweep.models.build import build_model
+from stemsweep.train.step import train_step
 
 CONFIGS = [("vit_xs", "patch", False), ("vit_xs", "conv", False), ("vit_xs", "conv", True),
            ("regnety_xs", None, False), ("regnety_xs", None, True)]
@@ -40,10 +40,7 @@ def main() -> None:
         setups.append((model, torch.optim.AdamW(model.parameters(), 1e-3), x.contiguous(memory_format=fmt)))
 
     def step(model, opt, images):
-        loss = F.cross_entropy(model(images), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, images, y)
 
     for setup in setups:  # warm-up: oneDNN builds its kernels on first use
         for _ in range(3):

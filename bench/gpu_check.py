@@ -19,7 +19,6 @@ waits on data.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -29,7 +28,6 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stemsweep.config import AugConfig, DataConfig, OptimizerConfig
@@ -40,6 +38,7 @@ from stemsweep.models.build import build_model, model_complexity
 from stemsweep.train.distributed import DistEnv
 from stemsweep.train.loop import EpochBatches
 from stemsweep.train.optim import build_optimizer
+from stemsweep.train.step import train_step
 
 PAPER_AUG = AugConfig(name="paper", random_resized_crop=True, flip=True, autoaugment=True, mixup_alpha=0.8,
                       cutmix_alpha=1.0, label_smoothing=0.1)
@@ -78,13 +77,7 @@ class Trained:
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else \
-            contextlib.nullcontext()
-        with autocast:
-            loss = F.cross_entropy(self.forward(images).float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.model, self.optimizer, images, labels, forward=self.forward)
 
 
 def trained_models(args, device: torch.device, image: int) -> list[Trained]:

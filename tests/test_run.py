@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stemsweep.analysis.load import _setting_from_config
-from stemsweep.record.rundir import RunDir
+from stemsweep.record.summary import setting_from_config
 
 TINY = ["model=vit_xs", "data.train_subset=640", "data.test_subset=500", "batch_size=64", "threads=1",
         "logger=none"]
@@ -44,7 +43,7 @@ def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_p
     s = summary(run)
     assert s["status"] == "done" and s["epochs_done"] == 2 and s["signature"] == run.name
     assert len(s["setting"]) == 10 and s["setting"] != s["signature"]  # the identity less the seed
-    assert _setting_from_config(RunDir(tmp_path, run.name)) == s["setting"]  # older records: from config.yaml
+    assert setting_from_config(run / "config.yaml") == s["setting"]  # older records: from config.yaml
     assert s["model"] == "ViT_C-XS" and s["stem"] == "conv" and s["optimizer"] == "adamw"
     assert s["lr"] == 1.6e-2 and s["wd"] == 0.05  # the CPU size's tuned values, lr per 2048
     for key in ("final_error", "best_error", "final_ema_error", "best_ema_error", "wall_time_s", "images_per_s",

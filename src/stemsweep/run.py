@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import platform
 import signal
-import socket
 import sys
 import traceback
 from pathlib import Path
@@ -24,57 +21,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import stemsweep
 from stemsweep.config import CONF_DIR, ConfigError, RunConfig, validated_config
-from stemsweep.identity import identity_signature, run_identity, setting_signature
+from stemsweep.identity import identity_signature, run_identity
+from stemsweep.record import summary as record
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint
 from stemsweep.record.rundir import CorruptRecord, RunDir
 from stemsweep.sweep.plan import register_with_omegaconf
 
 log = logging.getLogger("stemsweep")
-
-DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than the worst
-
-
-def study_error(summary: dict[str, Any]) -> float | None:
-    """The sweep metric: the EMA model's best top-1 error; the model's when the EMA is off or was
-    never meaningful (summary.json's `study_error_source` says which)."""
-    if summary["status"] == "diverged":
-        return DIVERGED_ERROR
-    if "study_error" in summary:
-        return summary["study_error"]
-    error = summary.get("best_ema_error")  # a record from before `study_error`
-    return summary.get("best_error") if error is None else error
-
-
-def base_summary(cfg: RunConfig, identity: dict[str, Any], init_source: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
-    """The record of a run that starts; `init_source`: the checkpoint a fine-tune starts from
-    (train.checkpoint.finetune_source)."""
-    import torch
-
-    from stemsweep.models import SIZES, paper_name
-    from stemsweep.models.stems import record_stem
-
-    stem = record_stem(cfg.stem.name)
-    job = os.environ.get("SLURM_JOB_ID")
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
-    return {
-        "signature": identity_signature(identity), "setting": setting_signature(identity),
-        "status": "running", "model": paper_name(cfg.model.size, stem), "size": cfg.model.size,
-        "family": SIZES[cfg.model.size].family, "stem": stem,
-        "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "ema_enabled": cfg.ema.enabled,
-        "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "aug": cfg.aug.name,
-        "sweep": cfg.sweep, "init_from": cfg.init_from, "init_source": init_source,
-        "epochs_done": 0, "final_error": None, "best_error": None, "final_ema_error": None,
-        "best_ema_error": None, "diverged_epoch": None, "error_message": None,
-        "slurm_job_id": job, "log_path": _log_path(), "host": socket.gethostname(),
-        "versions": {"stemsweep": stemsweep.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-    }
-
 
 def _log_path() -> str | None:
     """Where this process's output goes: submitit's log under SLURM, else Hydra's job log."""
@@ -96,7 +50,7 @@ def _log_path() -> str | None:
 def run(cfg_dict: DictConfig) -> float | None:
     cfg = validated_config(cfg_dict)
     from stemsweep.train.checkpoint import finetune_source
-    from stemsweep.train.distributed import broadcast_flag, init_distributed, shutdown
+    from stemsweep.train.distributed import AnyProcess, init_distributed, shutdown
     from stemsweep.train.interrupt import StopSignals
     from stemsweep.train.loop import pick_device
 
@@ -114,20 +68,18 @@ def run(cfg_dict: DictConfig) -> float | None:
                      (previous["status"] in ("failed", "diverged") and not cfg.retry)):
         log.info("run %s is %s: %s; record in %s%s", signature, previous["status"], _result(previous),
                  run_dir.path, "" if previous["status"] == "done" else " (retry=true runs it again)")
-        return study_error(previous) if previous["status"] != "failed" else None
+        return record.sweep_objective(previous) if previous["status"] != "failed" else None
     # Before the lock and the record: a fine-tune whose source is not finished leaves no trace of itself.
     init_source = finetune_source(cfg.init_from, cfg.runs_root) if cfg.init_from else None
 
     lock = run_dir.lock() if env.is_main else contextlib.nullcontext(True)
     with StopSignals() as stop:
         with lock as acquired:
-            if not broadcast_flag(acquired, env, device):
+            if AnyProcess(env).now(not acquired)[0]:  # only process 0 takes the lock: the others pass
                 log.warning("run %s is being trained by another process (%s); not training it twice",
                             signature, run_dir.lock_holder())
                 return None
-            summary = base_summary(cfg, identity, init_source)
-            if previous:  # the run's history of interruptions and resumes goes on
-                summary.update({key: previous[key] for key in ("interruptions", "resumes") if key in previous})
+            summary = record.start(cfg, identity, _log_path(), previous, init_source)
             if env.is_main:
                 run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
                 run_dir.write_summary(summary)
@@ -142,20 +94,19 @@ def run(cfg_dict: DictConfig) -> float | None:
                     f"{run_dir.path}, launch it again and it resumes from the checkpoint it has")
 
             def recorded(cause: str) -> None:
-                summary["interruptions"][-1]["cause"] = cause
                 if env.is_main:
-                    run_dir.write_summary(summary)
+                    run_dir.write_summary(record.interruption_cause(summary, cause))
             stop.end_process(recorded)  # requeues (SLURM), or raises RunInterrupted
     shutdown(env)
-    return study_error(summary)
+    return record.sweep_objective(summary)
 
 
 def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env, stop,
                       previous_status: str | None) -> dict[str, Any]:
-    from stemsweep.record.trackers import NoTracker, open_tracker
+    from stemsweep.record.trackers import NoTracker, flatten, open_tracker
     from stemsweep.train.loop import train
 
-    flat = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
     config = {**flat, "signature": run_dir.signature, "setting": summary["setting"]}
     tracker = open_tracker(cfg.logger, run_dir.path, run_dir.signature, summary["model"], cfg.sweep,
                            config) if env.is_main else NoTracker()
@@ -166,10 +117,9 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
             from stemsweep.data.bad_files import TooManyBadFiles
 
             run_dir.error_log.write_text(traceback.format_exc())
-            # bad files: the record says the stop line as it is printed
-            message = str(exc) if isinstance(exc, TooManyBadFiles) else f"{type(exc).__name__}: {exc}"
-            failed = {**(run_dir.summary_or_none() or summary), "status": "failed",
-                      "error_message": message.splitlines()[0]}
+            # too many unreadable files: the record says the stop line as it is printed
+            failed = record.failed(run_dir.summary_or_none() or summary, exc,
+                                   line=str(exc) if isinstance(exc, TooManyBadFiles) else None)
             run_dir.write_summary(failed)
             tracker.finish(failed)
         if isinstance(exc, ConfigError):  # found once the data is loaded, e.g. a subset too large
@@ -204,16 +154,6 @@ def _result(summary: dict[str, Any]) -> str:
         parts.append(f"best top-1 error {summary['best_error']:.2f}% (the study's error: "
                      f"{'the EMA is off' if not summary.get('ema_enabled', True) else 'no meaningful EMA'})")
     return ", ".join(parts)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # The resolver's function comes from an importable module, not this one: run as __main__, it would not

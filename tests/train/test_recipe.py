@@ -165,19 +165,3 @@ def test_scale_warnings_name_each_setting_that_means_less_at_small_scale():
     [few] = scale_warnings(quiet, 625, 1_281_167, 500, 0.006)
     assert few.startswith("the test errors are counted over 500 images (data.test_subset=None): each image "
                           "is 0.2 points")
-
-
-def test_summary_takes_the_ema_error_only_from_epochs_whose_ema_is_mostly_trained():
-    from stemsweep.train.loop import summarise
-
-    rows = [{"epoch": 1, "test_error": 50.0, "ema_test_error": 89.0, "ema_initial_share": 0.5, "images_per_s": 1},
-            {"epoch": 2, "test_error": 40.0, "ema_test_error": 38.0, "ema_initial_share": 0.001, "images_per_s": 1}]
-    both = summarise({}, rows, "done", 1.0)
-    assert (both["best_ema_error"], both["final_ema_error"], both["study_error"], both["study_error_source"]) == (
-        38.0, 38.0, 38.0, "ema")
-    first = summarise({}, rows[:1], "done", 1.0)
-    assert (first["best_ema_error"], first["final_ema_error"], first["study_error"], first["study_error_source"]) == (
-        None, None, 50.0, "model")
-    off = summarise({}, [{**rows[0], "ema_test_error": None, "ema_initial_share": None}], "done", 1.0)
-    assert (off["study_error"], off["study_error_source"]) == (50.0, "model")
-    assert summarise({}, rows, "diverged", 1.0)["study_error"] is None

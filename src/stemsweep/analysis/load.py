@@ -10,7 +10,8 @@ A source is a runs directory (one subdirectory per run, docs/record.md) or a W&B
 
 Only ``summary.json`` is read per run: it carries every config field the analyses need, so neither
 YAML nor ``metrics.jsonl`` is parsed to load runs (10,000 runs load in well under a second). A record
-written before summaries carried ``setting`` gets it from its ``config.yaml`` (slower, once per such run).
+written by older code is read through record/summary.py's ``upgrade`` (one written before summaries
+carried ``setting`` gets it from its ``config.yaml``: slower, once per such run).
 A record that cannot be read is reported once with its path (a `CorruptRecordWarning`) and skipped;
 the paths of skipped records are also kept in ``table.attrs["skipped"]``.
 """
@@ -28,12 +29,14 @@ import pandas as pd
 
 from stemsweep.models.stems import record_stem
 from stemsweep.record.rundir import STATUSES, CorruptRecord, RunDir
+from stemsweep.record.summary import BOOKKEEPING_FIELDS, MODEL_ERROR, upgrade
+from stemsweep.record.trackers import flatten
 
 # The error the analyses use (the `error` column): the paper's is the EMA model's best top-1 error.
 ERROR_CHOICES = ("best_ema_error", "best_error", "final_ema_error", "final_error")
-# With the EMA off a run records no EMA error; like the sweep metric (stemsweep.run.study_error), the
-# model's own error stands in for it.
-EMA_FALLBACK = {"best_ema_error": "best_error", "final_ema_error": "final_error"}
+# A run without an EMA error (EMA off, or never mostly trained weights) has the model's own stand in
+# for it, as in its study error (record/summary.py).
+EMA_FALLBACK = MODEL_ERROR
 
 # The columns of load_runs, in order; any further scalar summary field follows them.
 RUN_COLUMNS = (
@@ -198,29 +201,8 @@ def _runs_dir_summaries(root: str, api: Any, skipped: list[str]) -> Iterator[dic
     for run in _run_dirs(root):
         summary = _read_summary(run, skipped)
         if summary is not None:
-            summary.setdefault("signature", run.signature)
-            if "setting" not in summary:
-                summary["setting"] = _setting_from_config(run)
             summary["run_dir"] = str(run.path)
             yield summary
-
-
-def _setting_from_config(run: RunDir) -> str | None:
-    """The setting of a record written before summaries carried it, from its config.yaml; None when
-    that cannot be read, or names its fine-tuning source by a checkpoint file (whose signature is in
-    the checkpoint): such a run then groups by its summary's columns alone."""
-    from omegaconf import OmegaConf
-
-    from stemsweep.config import RunConfig
-    from stemsweep.identity import is_signature, run_identity, setting_signature
-
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run.config)))
-    except Exception:  # noqa: BLE001 - a missing, corrupt or outdated config: no setting
-        return None
-    if cfg.init_from is not None and not is_signature(cfg.init_from):
-        return None
-    return setting_signature(run_identity(cfg))
 
 
 def _runs_dir_history(root: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
@@ -233,7 +215,7 @@ def _runs_dir_history(root: str, api: Any, skipped: list[str]) -> Iterator[dict[
         except (CorruptRecord, UnicodeDecodeError) as exc:
             _skip(str(run.path), str(exc), skipped)
             continue
-        who = {"signature": summary.get("signature", run.signature), "model": summary.get("model"),
+        who = {"signature": summary["signature"], "model": summary.get("model"),
                "run_dir": str(run.path)}
         for epoch in epochs:
             yield {**who, **epoch}
@@ -247,19 +229,6 @@ def _wandb_runs(project: str, api: Any) -> Iterator[Any]:
 
         api = wandb.Api()
     yield from api.runs(project)
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys: a config logged as nested dicts reads like the flattened one training logs.
-    Anything with keys() is a tree: W&B's summary and its nested parts are dict-like, not dicts."""
-    flat: dict[str, Any] = {}
-    for key in tree.keys():
-        value = tree[key]
-        if hasattr(value, "keys"):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def wandb_summary(run: Any, project: str) -> dict[str, Any]:
@@ -280,8 +249,8 @@ def wandb_summary(run: Any, project: str) -> dict[str, Any]:
     - signature: the config's, else run.id (training uses the signature as the W&B run id).
     - run_dir: ``wandb:<project>/<run id>``.
     """
-    summary = {k: v for k, v in _flat(run.summary).items() if not k.startswith("_")}
-    config = _flat(run.config)
+    summary = {k: v for k, v in flatten(run.summary).items() if not k.startswith("_")}
+    config = flatten(run.config)
     record = {k: v for k, v in summary.items() if not _is_nested(v)}
     for column in CONFIG_COLUMNS:
         if column in config:
@@ -301,7 +270,7 @@ def wandb_summary(run: Any, project: str) -> dict[str, Any]:
     if record.get("status") not in STATUSES or (record["status"] == "running" and state == "failed"):
         record["status"] = state
     record["run_dir"] = f"wandb:{project}/{run.id}"
-    return record
+    return upgrade(record)
 
 
 def _wandb_summaries(project: str, api: Any, skipped: list[str]) -> Iterator[dict[str, Any]]:
@@ -337,7 +306,7 @@ def _run_table(table: pd.DataFrame, error: str) -> pd.DataFrame:
         if column not in table.columns:
             table[column] = pd.Series(dtype="float64") if table.empty else None
     nested = [c for c in table.columns if table[c].dtype == object and table[c].map(_is_nested).any()]
-    table = table.drop(columns=nested)
+    table = table.drop(columns=nested + [c for c in BOOKKEEPING_FIELDS if c in table.columns])
     table = table[list(RUN_COLUMNS) + [c for c in table.columns if c not in RUN_COLUMNS]].copy()
     numbers = ("lr", "wd", *ERROR_CHOICES, "wall_time_s", "images_per_s", "flops_b", "params_m", "acts_m")
     for column in numbers:

@@ -1,10 +1,11 @@
-"""Random augmentation that is a function of where it happens, not of what ran before.
+"""Every seed a run draws from, each a function of where it is used, not of what ran before.
 
-Every training image draws its augmentation from torch's generator seeded by (run seed, epoch, image
-index), and every batch's mixup/CutMix by (run seed, epoch, step, process). A run stopped after any
-step and resumed therefore draws exactly what an uninterrupted run draws, whatever the number of
-DataLoader workers (whose generator states no checkpoint could capture), their prefetching, or the
-number of processes: the checkpoint's (epoch, step) is all the random state there is.
+Each epoch's batch order is a permutation seeded by (run seed, epoch); every training image draws
+its augmentation from torch's generator seeded by (run seed, epoch, image index), and every batch's
+mixup/CutMix by (run seed, epoch, step, process). A run stopped after any step and resumed therefore
+draws exactly what an uninterrupted run draws, whatever the number of DataLoader workers (whose
+generator states no checkpoint could capture), their prefetching, or the number of processes: the
+checkpoint's (epoch, step) is all the random state there is.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def _splitmix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def batch_order_seed(seed: int, epoch: int) -> int:
+    """Seeds an epoch's batch order (a permutation of the training set). Older than `mixed_seed` and
+    kept as it is: another formula would change every run's batch order."""
+    return seed * 1_000_003 + epoch
+
+
 def mixed_seed(*parts: int) -> int:
     """A well-spread 32-bit seed from integers (torch's CPU generator keeps 32 bits of a seed)."""
     z = 0
@@ -34,10 +41,12 @@ def mixed_seed(*parts: int) -> int:
 
 
 def image_seed(seed: int, epoch: int, index: int) -> int:
+    """Seeds one training image's augmentation (crop, flip, AutoAugment) in an epoch."""
     return mixed_seed(seed, epoch, index)
 
 
-def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+def mixer_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """Seeds one batch's mixup/CutMix draw, per process (each mixes its own slice of the batch)."""
     return mixed_seed(seed, epoch, step, rank, MIXER_STREAM)
 
 

@@ -36,9 +36,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` (a run's LATEST), keeping the file it replaces as PREVIOUS.
 
     torch.save is given the file's name, not a Python file object: through a file object it writes
-    with the GIL held, so Python code in other threads barely runs meanwhile (a loop of small tensor
-    ops beside a 400 MB save: 45 iterations against 3,077 with the name). The training step, whose
-    time is in kernels that release the GIL, measured alike either way (bench/bench_checkpoint.py)."""
+    with the GIL held, and Python code in other threads barely runs meanwhile (docs/benchmarks.md,
+    "Checkpoints")."""
     import torch
 
     atomic_replace(path, lambda name: torch.save(state, name), keep_previous=path.with_name(PREVIOUS))

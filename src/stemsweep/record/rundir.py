@@ -15,6 +15,7 @@ from typing import Any
 
 from stemsweep.record.checkpoint import LATEST
 from stemsweep.record.files import write_json, write_jsonl, write_text
+from stemsweep.record.summary import upgrade
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class RunDir:
 
     # --- reading -------------------------------------------------------------------------------
     def read_summary(self) -> dict[str, Any] | None:
-        """The summary, or None when the run has none yet. A corrupt file raises CorruptRecord."""
+        """The summary in this version's schema (record/summary.py's `upgrade`), or None when the run
+        has none yet. A corrupt file raises CorruptRecord."""
         try:
             text = self.summary.read_text()
         except FileNotFoundError:
@@ -52,7 +54,7 @@ class RunDir:
             raise CorruptRecord(f"{self.summary}: not valid JSON ({exc})") from exc
         if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
             raise CorruptRecord(f"{self.summary}: no valid status (expected one of {', '.join(STATUSES)})")
-        return summary
+        return upgrade(summary, config=self.config, signature=self.signature)
 
     def summary_or_none(self) -> dict[str, Any] | None:
         """The summary, or None when there is none or it is corrupt: launched again, such a run

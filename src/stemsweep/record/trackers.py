@@ -78,3 +78,17 @@ def open_tracker(cfg: LoggerConfig, run_dir: Path, signature: str, name: str, gr
     if cfg.name == "wandb":
         return WandbTracker(cfg, run_dir, signature, name, group, config)
     return NoTracker()
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (`optimizer.lr`): the run config as a tracker gets it, and a W&B run's config and
+    summary as the analyses read them back. Anything with keys() is a tree: W&B's summary and its
+    nested parts are dict-like, not dicts."""
+    flat: dict[str, Any] = {}
+    for key in tree.keys():
+        value = tree[key]
+        if hasattr(value, "keys"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

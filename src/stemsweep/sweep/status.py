@@ -10,6 +10,7 @@ from typing import Any
 
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN
 from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.summary import ema_else_model
 
 COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "state", "done", "latest", "best",
            "bad", "restarts", "job", "log"]
@@ -53,8 +54,8 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
         return {"signature": run.signature, "state": "pending", "model": overrides or None,
                 "job": run.submitted_job() or "-"}
     state = run_state(run, summary, queued)
-    latest = _ema_else_model(summary, "final")
-    best = _ema_else_model(summary, "best")
+    latest = ema_else_model(summary, "final_ema_error")
+    best = ema_else_model(summary, "best_ema_error")
     log = ""
     if state == "failed":
         log = summary.get("log_path") or str(run.error_log)
@@ -77,12 +78,6 @@ def bad_files(summary: dict[str, Any]) -> str:
     """How many files of the data could not be read or decoded (the record names the first ones)."""
     count = (summary.get("bad_files") or {}).get("count")
     return str(count) if count else "-"
-
-
-def _ema_else_model(summary: dict[str, Any], which: str) -> float | None:
-    """The EMA model's error, the model's where EMA is off (the record holds null, not no key)."""
-    error = summary.get(f"{which}_ema_error")
-    return summary.get(f"{which}_error") if error is None else error
 
 
 def _number(value: float | None) -> str:

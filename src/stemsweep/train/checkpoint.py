@@ -35,10 +35,9 @@ class CheckpointWriter:
     for (a device-to-host copy on a GPU), and returns; serialising, fsync and the renames go on beside
     training, whose CPU threads mostly wait on the GPU. When training runs on the CPU its threads use
     every core and a writer thread competes with them: there a save is written in the training thread,
-    which costs less (ViT_C-4GF on 2 cores: 0.25 of a step against 0.57 in the background;
-    docs/benchmarks.md, "Checkpoints"). One write at a time: a save first waits for the one before. A
-    failed write (a full disk) is logged and the previous checkpoint stays; training goes on, and
-    `finish` writes the last state saved once more if its write failed.
+    which costs the step less (docs/benchmarks.md, "Checkpoints"). One write at a time: a save first
+    waits for the one before. A failed write (a full disk) is logged and the previous checkpoint stays;
+    training goes on, and `finish` writes the last state saved once more if its write failed.
     """
 
     def __init__(self, path: Path, background: bool = True):

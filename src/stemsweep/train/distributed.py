@@ -52,50 +52,57 @@ def all_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return values
 
 
-def broadcast_flag(flag: bool, env: DistEnv, device: torch.device) -> bool:
-    """Rank 0's decision, for every rank."""
-    if not env.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
-class StepAgreement:
-    """Per-step decisions that every process takes at the same step (stop at a signal, write a
-    checkpoint now), where each process sees its own flags (a signal arrives at different moments;
-    the checkpoint clock is rank 0's).
+class AnyProcess:
+    """Flags that every process reads alike, each True where any process set it: a stop signal arrives
+    at different moments on each process, the checkpoint clock and the run's lock are process 0's.
 
-    One process: the flags themselves. Several: an asynchronous all-reduce of the flags on a CPU
-    (gloo) group, started after step n and read after step n + 1: no step waits on it, and all
-    processes read the same values after the same step."""
+    One process: the flags themselves. Several: an all-reduce of the flags on a CPU (gloo) group, so
+    that no flag waits on the device's stream. `now` waits for the answer. `after_next_step` is for
+    the decisions taken after every step (stop, checkpoint): the reduce started after step n is read
+    after step n + 1, so no step waits on it, and all processes read the same values after the same
+    step (it answers all False the first time). Every process must make the same calls in the same
+    order."""
 
-    def __init__(self, env: DistEnv, flags: int):
+    def __init__(self, env: DistEnv):
         self.group = dist.new_group(backend="gloo") if env.enabled else None
-        self.pending = None
-        self.values = torch.zeros(flags, dtype=torch.int32)
+        self.pending: tuple[dist.Work, torch.Tensor] | None = None
 
-    def __call__(self, *flags: bool) -> tuple[bool, ...]:
+    def now(self, *flags: bool) -> tuple[bool, ...]:
+        if self.group is None:
+            return flags
+        values = self._values(flags)
+        dist.all_reduce(values, group=self.group)
+        return tuple(bool(v) for v in values.tolist())
+
+    def after_next_step(self, *flags: bool) -> tuple[bool, ...]:
         if self.group is None:
             return flags
         agreed = (False,) * len(flags)
         if self.pending is not None:
-            self.pending.wait()
-            agreed = tuple(bool(v) for v in self.values.tolist())
-        self.values = torch.tensor([int(f) for f in flags], dtype=torch.int32)
-        self.pending = dist.all_reduce(self.values, group=self.group, async_op=True)
+            agreed = self._wait()
+        values = self._values(flags)
+        self.pending = dist.all_reduce(values, group=self.group, async_op=True), values
         return agreed
 
     def close(self) -> None:
         """Wait for the reduce in flight (every process must have called as often)."""
         if self.pending is not None:
-            self.pending.wait()
-            self.pending = None
+            self._wait()
+
+    def _wait(self) -> tuple[bool, ...]:
+        work, values = self.pending
+        work.wait()
+        self.pending = None
+        return tuple(bool(v) for v in values.tolist())
+
+    @staticmethod
+    def _values(flags: tuple[bool, ...]) -> torch.Tensor:
+        return torch.tensor([int(f) for f in flags], dtype=torch.int32)
 
 
 def barrier(env: DistEnv) -> None:

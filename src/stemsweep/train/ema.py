@@ -1,4 +1,4 @@
-"""Weight EMA for evaluation, as the authors' pycls does it, and when its error means something."""
+"""Weight EMA for evaluation, as the authors' pycls does it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from torch import nn
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 PAPER_ALPHA = 1e-5  # for ImageNet-1k
-# An EMA whose weights are still more than this share the untrained initial model's is not a result:
-# its error is not reported as the EMA error (the model's own stands in: docs/record.md).
-MAX_INITIAL_SHARE = 0.01
 
 
 def ema_alpha(alpha: float | None, batch_size: int, epochs: int, period: int, train_images: int) -> float:
@@ -48,15 +45,9 @@ class ModelEma:
         self.updates += 1
         self.initial_share *= 1.0 - alpha
 
-    @property
-    def meaningful(self) -> bool:
-        return self.initial_share <= MAX_INITIAL_SHARE
-
     def state(self) -> dict:
         return {"weights": self.module.state_dict(), "updates": self.updates, "initial_share": self.initial_share}
 
     def load(self, state: dict) -> None:
-        if "weights" not in state:  # a checkpoint from before the EMA kept its counts: weights only
-            state = {"weights": state, "updates": 1, "initial_share": 0.0}
         self.module.load_state_dict(state["weights"])
         self.updates, self.initial_share = state["updates"], state["initial_share"]

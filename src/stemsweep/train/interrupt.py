@@ -3,7 +3,7 @@
 SIGTERM (preemption, `scancel`, `scontrol requeue`, `kill`), SIGINT (Ctrl-C), SIGUSR1 and SIGUSR2 (the
 signal SLURM sends before the time limit: submitit asks for USR2, `$SUBMITIT_PREEMPT_SIGNAL` or a
 site's `--signal` may make it USR1) only set a flag. The training loop looks at it after every step
-(with several processes they agree on the step: distributed.StepAgreement), writes a mid-epoch
+(with several processes they agree on the step: distributed.AnyProcess), writes a mid-epoch
 checkpoint and returns the run as `resumable`; `end_process` then ends the process:
 
 - under submitit (the SLURM launcher), a USR signal goes to submitit's own handler, which tells a

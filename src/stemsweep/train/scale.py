@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from stemsweep.config import RunConfig
-from stemsweep.train.ema import MAX_INITIAL_SHARE
+from stemsweep.record.summary import MAX_INITIAL_SHARE
 
 MIN_TEST_IMAGES = 1000  # below this one test image moves the error by more than 0.1 points
 
