@@ -24,6 +24,7 @@ from stemsweep.record.checkpoint import (
     save_checkpoint,
 )
 from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.train.state import global_step_of
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,5 @@ def finetune_source(init_from: str, runs_root: str | Path) -> dict[str, Any]:
 def _source(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     with path.open("rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    iters = state.get("iters_per_epoch")  # None in checkpoints written before it
-    step = None if iters is None else state["epoch"] * iters + state.get("step", 0)
-    return {"signature": state["signature"], "global_step": step, "checkpoint": str(path.resolve()),
+    return {"signature": state["signature"], "global_step": global_step_of(state), "checkpoint": str(path.resolve()),
             "sha256": sha256}

@@ -434,7 +434,7 @@ def evaluate(t: Training, state: RunState, totals: EpochTotals) -> dict[str, Any
 def save_checkpoint(t: Training, state: RunState, wait: bool = False) -> None:
     """Process 0 writes the run's state (in the background on a GPU); the checkpoint clock restarts."""
     if t.writer is not None:
-        t.writer.save(checkpoint_state(t.run.signature, state, t.built), wait=wait)
+        t.writer.save(checkpoint_state(t.run.signature, state, t.built, t.steps_per_epoch), wait=wait)
     t.clock.reset(state.global_step(t.steps_per_epoch))
 
 

@@ -3,8 +3,8 @@
 The state is where the run is (epochs done, steps of the next epoch done), what the epoch has summed so
 far, the per-epoch metrics, the clocks, and the modules it trains (model, EMA, optimizer). A checkpoint
 written by older code reads the same way: one from before mid-epoch checkpoints has no `step`, one from
-before the EMA kept its counts has the EMA's weights alone, and `iters_per_epoch` (written by
-older code, never read) is ignored.
+before the EMA kept its counts has the EMA's weights alone. `iters_per_epoch` says where the
+checkpoint is in the run's steps (`global_step_of`: what a fine-tune's record names of its source).
 """
 
 from __future__ import annotations
@@ -133,9 +133,16 @@ class Built:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def checkpoint_state(signature: str, state: RunState, built: Built) -> dict[str, Any]:
-    """The checkpoint of a run now: its signature, its RunState and its modules."""
-    return {"signature": signature, **state.state_dict(), **built.state_dict()}
+def checkpoint_state(signature: str, state: RunState, built: Built, steps_per_epoch: int) -> dict[str, Any]:
+    """The checkpoint of a run now: its signature, its RunState, its steps per epoch and its modules."""
+    return {"signature": signature, **state.state_dict(), "iters_per_epoch": steps_per_epoch, **built.state_dict()}
+
+
+def global_step_of(checkpoint: dict[str, Any]) -> int | None:
+    """The steps the run had trained when the checkpoint was written; None for one written before
+    checkpoints said their steps per epoch."""
+    iters = checkpoint.get("iters_per_epoch")
+    return None if iters is None else checkpoint["epoch"] * iters + checkpoint.get("step", 0)
 
 
 def resume_from(checkpoint: dict[str, Any], state: RunState, built: Built) -> None:
