@@ -105,8 +105,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         from stemsweep.sweep.plan import JobComposer
 
         assert self.config is not None and self.hydra_context is not None
-        return JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
-                           fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
+        return JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
 
     def _job_resources(self, composed: Any, typed: set) -> tuple:
         """The run's model resources, less the keys the command line set (`typed`, e.g.
@@ -118,8 +117,10 @@ class StemsweepSlurmLauncher(SlurmLauncher):
     def _command_line_keys(self) -> set:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from stemsweep.sweep.plan import raw_overrides
+
         assert self.config is not None
-        overrides = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.hydra))
+        overrides = OverridesParser.create().parse_overrides(raw_overrides(self.config, "hydra"))
         prefix = "hydra.launcher."
         return {o.key_or_group[len(prefix):] for o in overrides if o.key_or_group.startswith(prefix)}
 

@@ -99,13 +99,12 @@ class StemsweepSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from stemsweep.record.rundir import RunDir
-        from stemsweep.sweep.plan import JobComposer, expand_grids, live_runs, plan_runs
+        from stemsweep.sweep.plan import JobComposer, live_runs, plan_runs, sweep_jobs
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         tic = time.perf_counter()
-        jobs = expand_grids(self.grids, [*self._parse_config(), *arguments])
-        compose = JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
-                              fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
+        jobs = sweep_jobs(self.grids, self.params, arguments)
+        compose = JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
         planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
         retry = bool(self.config.get("retry", False))
         launching = [run for run in planned if run.should_launch(retry)]

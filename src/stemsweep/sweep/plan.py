@@ -42,12 +42,21 @@ class PlannedRun:
 
 
 def expand_grids(grids: Sequence[dict[str, str]] | None, arguments: Sequence[str]) -> list[list[str]]:
-    """Every job's overrides: each grid × the arguments, in order, grid by grid."""
+    """Every job's overrides: each grid × the arguments, grid by grid, with BasicSweeper's rules.
+
+    The arguments that sweep nothing (`+sweeps=NAME`, `runs_root=…`) come first in each job, the grid's
+    axes next and the sweeping arguments last: the order of the axes, and so of the jobs, is Hydra's,
+    and a config that a grid appends (`+stage=in21k_pretrain`) is composed after the sweep file, so its
+    values win over the file's as the grid's other axes do (Hydra composes appended configs in order).
+    """
     parser = OverridesParser.create()
-    argument_keys = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
+    parsed = parser.parse_overrides(list(arguments))
+    argument_keys = {o.get_key_element() for o in parsed}
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeping = [o.input_line for o in parsed if o.is_sweep_override()]
     jobs: list[list[str]] = []
     for grid in grids or [{}]:
-        params = [f"{k}={v}" for k, v in grid.items() if k not in argument_keys] + list(arguments)
+        params = [*fixed, *(f"{k}={v}" for k, v in grid.items() if k not in argument_keys), *sweeping]
         [batch] = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
         jobs.extend(batch)
     return jobs
@@ -69,6 +78,14 @@ class JobComposer:
         self.loader, self.config_name, self.fixed, self.cache_from = loader, config_name, list(fixed), cache_from
         self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], DictConfig] = {}
+
+    @classmethod
+    def of_sweep(cls, loader: Any, sweep_config: DictConfig) -> JobComposer:
+        """The composer of a multirun's jobs, as Hydra's launchers compose them (load_sweep_config): the
+        command line's hydra overrides come first, unresolved, so that `hydra.sweep.subdir=${hydra.job.num}`
+        or `${hydra.job.override_dirname}` are resolved per job, not in the sweep's config."""
+        return cls(loader, sweep_config.hydra.job.config_name, fixed=raw_overrides(sweep_config, "hydra"),
+                   cache_from=sweep_config)
 
     def full(self, overrides: Sequence[str]) -> DictConfig:
         """Hydra's own composition, `hydra` node included."""
@@ -96,6 +113,19 @@ class JobComposer:
         if self.cache_from is not None:
             OmegaConf.copy_cache(from_config=self.cache_from, to_config=cfg)  # e.g. ${now:} as the sweep's
         return cfg
+
+
+def raw_overrides(sweep_config: DictConfig, kind: str) -> list[str]:
+    """The command line's `hydra` or `task` overrides as typed (Hydra passes them on unresolved: an
+    interpolation in them refers to the job's config, which the sweep's config does not have yet)."""
+    return list(OmegaConf.to_container(sweep_config.hydra.overrides[kind], resolve=False))
+
+
+def sweep_jobs(grids: Sequence[dict[str, str]] | None, params: dict[str, str] | None,
+               arguments: Sequence[str]) -> list[list[str]]:
+    """Every job's overrides, as the stemsweep sweeper expands them: its grids × its params (as
+    BasicSweeper's, `hydra.sweeper.params`) and the command line's task overrides (`arguments`)."""
+    return expand_grids(grids, [*(f"{k}={v}" for k, v in (params or {}).items()), *arguments])
 
 
 def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedRun]:
@@ -192,16 +222,23 @@ def signature_of_overrides(overrides: str) -> str:
     return run_dir_of(compose(overrides.split())).signature
 
 
-def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
-    """The jobs of sweep file NAME with extra overrides, and a function composing one job's config.
+def compose_sweep(sweep: str, overrides: Sequence[str]) -> tuple[list[list[str]], JobComposer]:
+    """The jobs of `python -m stemsweep.run -m +sweeps=NAME OVERRIDES`, and a function composing one
+    job's config: the sweep's config is composed for a multirun (sweeping overrides such as `seed=0,1` or
+    `seed=range(3)` are allowed) and expanded as the sweeper expands it, so each job has the overrides,
+    and the run the signature, that the sweep launches.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
     hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
     """
-    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"])
-    sweeper = compose_job.full(list(overrides)).hydra.sweeper
-    sweep_args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
+    from hydra.types import RunMode
+
+    loader = config_loader()
+    sweep_config = loader.load_configuration("config", [f"+sweeps={sweep}", *overrides], run_mode=RunMode.MULTIRUN,
+                                             from_shell=False)
+    sweeper = sweep_config.hydra.sweeper
+    jobs = sweep_jobs(sweeper.get("grids"), sweeper.get("params"), raw_overrides(sweep_config, "task"))
+    return jobs, JobComposer.of_sweep(loader, sweep_config)
 
 
 def sweep_file_problem(name: str) -> str | None:
