@@ -42,21 +42,13 @@ class PlannedRun:
 
 
 def expand_grids(grids: Sequence[dict[str, str]] | None, arguments: Sequence[str]) -> list[list[str]]:
-    """Every job's overrides: each grid × the arguments, grid by grid, with BasicSweeper's rules.
-
-    The arguments that sweep nothing (`+sweeps=NAME`, `runs_root=…`) come first in each job, the grid's
-    axes next and the sweeping arguments last: the order of the axes, and so of the jobs, is Hydra's,
-    and a config that a grid appends (`+stage=in21k_pretrain`) is composed after the sweep file, so its
-    values win over the file's as the grid's other axes do (Hydra composes appended configs in order).
-    """
+    """Every job's overrides: each grid × the arguments, in order, grid by grid (BasicSweeper's rules:
+    a config a job appends, `+sweeps=NAME` or a grid's `+stage=…`, is composed in that order)."""
     parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(arguments))
-    argument_keys = {o.get_key_element() for o in parsed}
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeping = [o.input_line for o in parsed if o.is_sweep_override()]
+    argument_keys = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
     jobs: list[list[str]] = []
     for grid in grids or [{}]:
-        params = [*fixed, *(f"{k}={v}" for k, v in grid.items() if k not in argument_keys), *sweeping]
+        params = [f"{k}={v}" for k, v in grid.items() if k not in argument_keys] + list(arguments)
         [batch] = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
         jobs.extend(batch)
     return jobs
