@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
 from hydra.test_utils.launcher_common_tests import (
@@ -31,6 +32,9 @@ import stemsweep.run
 from stemsweep.config import CONF_DIR
 from stemsweep.sweep.plan import compose
 
+# Every plugin module is imported now, as Hydra's plugins' tests import theirs: their configs are then in
+# the state hydra_restore_singletons saves and restores (Hydra 1.4 imports a plugin module only once).
+Plugins.instance()
 SEARCH_PATH = f"hydra.searchpath=[file://{CONF_DIR}]"  # conf/hydra/launcher/local_parallel.yaml for Hydra's apps
 
 
@@ -47,7 +51,12 @@ def hydra_default_version_base(hydra_restore_singletons):
 @pytest.mark.usefixtures("hydra_default_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [("local_parallel", [SEARCH_PATH])])
 class TestLocalParallelLauncher(LauncherTestSuite):
-    pass
+    if hasattr(LauncherTestSuite, "test_failure_preserves_task_traceback"):  # Hydra 1.4's suite
+        @pytest.mark.xfail(strict=True, reason="Hydra's joblib launcher (1.4.0rc3) re-raises a job's exception "
+                                               "without the frames of the worker process; hydra/launcher=joblib "
+                                               "fails this test the same way (docs/hydra.md)")
+        def test_failure_preserves_task_traceback(self, hydra_sweep_runner, launcher_name, overrides, tmpdir):
+            super().test_failure_preserves_task_traceback(hydra_sweep_runner, launcher_name, overrides, tmpdir)
 
 
 @pytest.mark.slow  # a Python process per test
@@ -191,12 +200,27 @@ class TestStemsweepSweeperLaunchers:
                 check_job(job, [f"seed={i}"], i, sweep_dir, folder)
 
 
+@pytest.mark.usefixtures("hydra_restore_singletons", "in_tmp")
+def test_plan_shows_the_overrides_and_signatures_the_sweep_launches(hydra_sweep_runner, tmp_path):
+    from stemsweep.sweep.plan import compose_sweep, plan_runs, run_dir_of
+
+    extra = ["seed=range(0,2)", "epochs=3"]
+    sweep = stemsweep_sweep(hydra_sweep_runner, ["+sweeps=mini_training_length", *extra], tmp_path / "sweep",
+                            task_function=lambda cfg: run_dir_of(cfg).signature)  # the run each job would train
+    with sweep:
+        launched = [(job.overrides, job.return_value) for batch in sweep.returns for job in batch]
+    planned = plan_runs(*compose_sweep("mini_training_length", extra))
+    assert [(run.overrides, run.signature) for run in planned] == launched and len(launched) == 6
+
+
 @pytest.mark.usefixtures("hydra_restore_singletons")
-def test_a_config_that_is_not_a_stemsweep_config_is_one_line(hydra_sweep_runner, tmp_path):
-    # Hydra's test app {foo: 10, bar: 100} through the stemsweep sweeper: one line, not an AttributeError
+@pytest.mark.parametrize("plugin", ["hydra/sweeper=stemsweep", "hydra/launcher=slurm"])
+def test_a_config_that_is_not_a_stemsweep_config_is_one_line(hydra_sweep_runner, tmp_path, plugin):
+    # Hydra's test app {foo: 10, bar: 100} through the stemsweep sweeper or the SLURM launcher (which composes
+    # each job to find its resources before submitting anything): one line, not an AttributeError
     sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
                                config_path="configs", config_name="compose.yaml",
-                               overrides=[SEARCH_PATH, "hydra/sweeper=stemsweep", "+a=0,1"], temp_dir=tmp_path)
+                               overrides=[SEARCH_PATH, plugin, "+a=0,1"], temp_dir=tmp_path)
     with pytest.raises(SystemExit) as stop:
         with sweep:
             pass

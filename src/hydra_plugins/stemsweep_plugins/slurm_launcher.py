@@ -71,8 +71,8 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         run_dirs = []
         for i, overrides in enumerate(job_overrides):
             composed = compose(list(overrides))
+            run_dirs.append(run_dir_of(composed))  # validates it first: a bad config is one line, not a KeyError
             groups[self._job_resources(composed, typed)].append(i)
-            run_dirs.append(run_dir_of(composed))
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
