@@ -203,7 +203,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 register_with_omegaconf()
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+# Hydra 1.3 takes 1.1's defaults unless the version base is named; Hydra 1.4 has only 1.3's, and warns
+# (on every command) when it is named.
+VERSION_BASE = {"version_base": "1.3"} if tuple(int(p) for p in hydra.__version__.split(".")[:2]) < (1, 4) else {}
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", **VERSION_BASE)
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 

@@ -21,8 +21,11 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.version import __version__ as omegaconf_version
 
 from stemsweep.record.rundir import RunDir
+
+OMEGACONF_2_4 = tuple(int(part) for part in omegaconf_version.split(".")[:2]) >= (2, 4)
 
 
 @dataclass
@@ -183,7 +186,10 @@ def register_with_omegaconf() -> None:
 
     register_configs()
     if not OmegaConf.has_resolver("run_signature"):
-        OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
+        # omegaconf 2.4 names it register_resolver and deprecates register_new_resolver (with a warning
+        # on every command); 2.3's register_resolver is the legacy one, of strings only.
+        register = OmegaConf.register_resolver if OMEGACONF_2_4 else OmegaConf.register_new_resolver
+        register("run_signature", signature_of_overrides, use_cache=True)
 
 
 def config_loader() -> Any:
