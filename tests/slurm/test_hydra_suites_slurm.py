@@ -8,9 +8,11 @@ the JobReturn the job sent back) and what it left in its output folder.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +64,12 @@ def test_an_override_dirname_sweep_runs_on_slurm(slurm_sweep):
     summaries = [json.loads(p.read_text()) for p in slurm_sweep.runs.glob("*/summary.json")]
     assert sorted((s["stem"], s["status"]) for s in summaries) == [("conv", "done"), ("patch", "done")]
     assert all(s["slurm_job_id"] for s in summaries)
+    # one array with the model's resources (conf/model/family/cpu.yaml), less the command line's timeout_min:
+    # under Hydra 1.4 too, whose jobs may not change hydra.launcher (hydra #3231); the resources are the run's
+    submitted = re.search(r"submitted 2 jobs with (\{.*\}): \d+_0 \d+_1", out)
+    assert submitted, out
+    assert ast.literal_eval(submitted.group(1)) == {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None,
+                                                    "cpus_per_task": 1, "mem_gb": 2}, out
 
 
 def test_each_job_has_its_overrides_number_output_folder_and_return_value(slurm_sweep):

@@ -77,7 +77,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs: List[Any] = [None] * len(job_overrides)
-        singleton_state = Singleton.get_state()  # a deep copy of Hydra's globals: ~20 ms, the same for every job
+        singleton_state = Singleton.get_state()  # a deep copy of Hydra's globals, the same for every job: once
         for resources, indices in groups.items():
             executor = self._executor(submitit, dict(resources))
             args = []
@@ -100,8 +100,8 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return [JobReturn(overrides=list(o), status=JobStatus.UNKNOWN) for o in job_overrides]
 
     def _job_composer(self) -> Any:
-        """Each job's config, composed as the sweeper composed it (a full Hydra composition per job,
-        load_sweep_config, takes ~0.1 s: a 64-run sweep would spend seconds here)."""
+        """Each job's config, composed as the sweeper composed it (JobComposer, not Hydra's
+        load_sweep_config per job: docs/benchmarks.md, "Sweeps and launching")."""
         from stemsweep.sweep.plan import JobComposer
 
         assert self.config is not None and self.hydra_context is not None

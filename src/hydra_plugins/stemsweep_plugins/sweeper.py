@@ -46,13 +46,12 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
     lets those training in other processes write their checkpoints first.
 
     With the joblib launcher the runs train in loky worker processes, which joblib ends with SIGKILL
-    when a KeyboardInterrupt unwinds it; a SIGTERM to the sweep process alone used to kill only that
-    process, and its workers went on training orphaned. Here the sweep first passes a SIGTERM on to each
-    process on this host that holds the lock of one of its `runs` (Ctrl-C reaches them by itself: they
-    are in its process group), waits until they let their locks go (they stop after the step in flight
-    and write a checkpoint: train/interrupt.py), then raises RunInterrupted. A second signal stops it
-    at once. A run training in the sweep process itself (the basic launcher) has its own handlers
-    installed meanwhile. Launched again, the sweep resumes the runs.
+    when a KeyboardInterrupt unwinds it, and which a SIGTERM to the sweep process alone does not reach.
+    So the sweep first passes a SIGTERM on to each process on this host that holds the lock of one of
+    its `runs` (Ctrl-C reaches them by itself: they are in its process group), waits until they let
+    their locks go (they stop after the step in flight and write a checkpoint: train/interrupt.py), then
+    raises RunInterrupted. A second signal stops it at once. A run training in the sweep process itself
+    (the basic launcher) has its own handlers installed meanwhile. Launched again, the sweep resumes the runs.
     """
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield

@@ -62,8 +62,8 @@ class JobComposer:
 
     Hydra composes a config from its config-group overrides (the defaults list: model=, stem=, +sweeps=
     ...) and then applies the plain value overrides (epochs=, lrwd.draw=, ...) to the result. Sweeps vary
-    the values far more than the groups (64 lr/wd draws of one model), and composing the groups is
-    ~0.1 s a job, so the composition is done once per distinct group overrides and copied. `fixed` are
+    the values far more than the groups (64 lr/wd draws of one model), and composing the groups is most
+    of a job's cost (docs/benchmarks.md), so it is done once per distinct group overrides and copied. `fixed` are
     overrides every job shares, given first (the hydra overrides of the command line, as Hydra's
     load_sweep_config prepends them). The `hydra` node is dropped: the task function never sees it.
     """
