@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 import stemsweep.run
 from stemsweep.config import CONF_DIR
-from stemsweep.sweep.plan import compose
+from stemsweep.sweep.plan import OMEGACONF_2_4, compose
 
 # Every plugin module is imported now, as Hydra's plugins' tests import theirs: their configs are then in
 # the state hydra_restore_singletons saves and restores (Hydra 1.4 imports a plugin module only once).
@@ -176,7 +176,8 @@ class TestStemsweepSweeperLaunchers:
                 assert (job.cfg.optimizer.name, job.cfg.optimizer.momentum) == (name, 0.5)
 
     def test_sweep_with_custom_resolver(self, hydra_sweep_runner, launcher, tmp_path):
-        OmegaConf.register_new_resolver("my_custom_resolver", lambda: "foo")
+        register = OmegaConf.register_resolver if OMEGACONF_2_4 else OmegaConf.register_new_resolver
+        register("my_custom_resolver", lambda: "foo")
         try:
             sweep = stemsweep_sweep(hydra_sweep_runner, [f"hydra/launcher={launcher}", "sweep=${my_custom_resolver:}"],
                                     tmp_path / "sweep", task_function=lambda cfg: cfg.sweep)
