@@ -27,7 +27,8 @@ export STEMSWEEP_REQUIRE_SLURM=${STEMSWEEP_REQUIRE_SLURM:-1}  # fail, don't skip
 
 # Hydra 1.4's share: the plugin suites, the sweep planning and real short sweeps (local and SLURM). It
 # mostly waits, as the main run does, on subprocesses and SLURM jobs, so the two share the cores well.
-hydra14_tests=(tests/sweep/test_hydra_suites.py tests/sweep/test_plan.py tests/slurm/test_hydra_suites_slurm.py
+# Its SLURM jobs go first, done before the main run's SLURM tests (which count on the node's CPUs) start.
+hydra14_tests=(tests/slurm/test_hydra_suites_slurm.py tests/sweep/test_hydra_suites.py tests/sweep/test_plan.py
   tests/sweep/test_launch.py::test_a_sweep_with_its_subfolders_named_by_override_dirname_runs_on_both_local_launchers)
 hydra14=${STEMSWEEP_HYDRA14:-$(($# == 0))}
 hydra14_pytest() {
