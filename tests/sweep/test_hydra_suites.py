@@ -187,6 +187,26 @@ class TestStemsweepSweeperLaunchers:
         finally:
             OmegaConf.clear_resolver("my_custom_resolver")
 
+    def test_job_name_original_folder_and_absolute_paths(self, hydra_sweep_runner, launcher, tmp_path):
+        # IntegrationTestSuite's test_custom_task_name, test_get_orig_dir_multirun and
+        # test_to_absolute_path_multirun, ported: what the job sees, with chdir into its output folder
+        def task(cfg: Any) -> tuple:
+            import os
+
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.utils import get_original_cwd, to_absolute_path
+
+            return (HydraConfig.get().job.name, get_original_cwd(), to_absolute_path("foo/bar"),
+                    to_absolute_path("/foo/bar"), os.getcwd())
+
+        sweep_dir = tmp_path / "sweep"
+        overrides = [f"hydra/launcher={launcher}", "hydra.job.name=overridden_name", "hydra.job.chdir=true",
+                     "hydra.sweep.subdir=cli_dir_${hydra.job.num}"]
+        with stemsweep_sweep(hydra_sweep_runner, overrides, sweep_dir, task_function=task) as sweep:
+            [[job]] = sweep.returns
+            assert job.return_value == ("overridden_name", str(tmp_path), str(tmp_path / "foo/bar"), "/foo/bar",
+                                        str(sweep_dir / "cli_dir_0"))
+
     @pytest.mark.parametrize("subdir, expected", [
         ("${hydra.job.override_dirname}", ["seed=0", "seed=1"]),
         ("run_${hydra.job.num}", ["run_0", "run_1"]),
