@@ -199,6 +199,10 @@ class TestStemsweepSweeperLaunchers:
             return (HydraConfig.get().job.name, get_original_cwd(), to_absolute_path("foo/bar"),
                     to_absolute_path("/foo/bar"), os.getcwd())
 
+        if launcher == "local_parallel":  # joblib reuses its worker processes, in the folder of an earlier test
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
         sweep_dir = tmp_path / "sweep"
         overrides = [f"hydra/launcher={launcher}", "hydra.job.name=overridden_name", "hydra.job.chdir=true",
                      "hydra.sweep.subdir=cli_dir_${hydra.job.num}"]
