@@ -10,9 +10,9 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 CODEC_PIN := torchcodec==0.17.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-fast demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
+.PHONY: setup test test-fast test-hydra14 demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
 
-setup: $(VENV)/.stamp-deps data
+setup: $(VENV)/.stamp-deps data $(VENV)-hydra14/.stamp
 
 $(VENV)/.stamp-torch:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,13 @@ $(VENV)/.stamp-torch:
 
 $(VENV)/.stamp-deps: $(VENV)/.stamp-torch pyproject.toml
 	$(PIP) install -q -e '.[dev,gpu]' $(CODEC_PIN)
+	touch $@
+
+# Hydra 1.4 (release candidates) beside Hydra 1.3: .venv-hydra14 links .venv's packages and installs
+# only Hydra, omegaconf and Hydra's launcher plugins at 1.4; scripts/run-tests.sh runs the Hydra-facing
+# tests in it too.
+$(VENV)-hydra14/.stamp: $(VENV)/.stamp-deps scripts/hydra14-env.sh
+	bash scripts/hydra14-env.sh
 	touch $@
 
 # The embedded default dataset: Debian's Fashion-MNIST package (real images, MIT licence).
@@ -32,6 +39,10 @@ data:
 
 test: setup
 	bash scripts/run-tests.sh
+
+# Only the Hydra-facing tests, in the Hydra 1.4 environment (with a local SLURM cluster, as make test).
+test-hydra14: setup
+	STEMSWEEP_HYDRA14=only bash scripts/run-tests.sh
 
 demo: setup
 	$(PY) -m stemsweep.run
@@ -57,4 +68,4 @@ slurm-down:
 	bash scripts/local-slurm.sh down
 
 clean:
-	rm -rf runs outputs multirun .pytest_cache
+	rm -rf runs outputs multirun .pytest_cache .venv-hydra14

@@ -4,6 +4,9 @@
 # Brings the cluster up (scripts/local-slurm.sh), runs pytest, brings the cluster down on any exit.
 # If the bring-up fails the tests still run, and the SLURM tests fail rather than skip.
 # STEMSWEEP_SLURM_KEEP=1 leaves the cluster up afterwards (then a rerun starts in 0.1 s).
+# The whole suite also runs the Hydra-facing tests under Hydra 1.4 (.venv-hydra14, scripts/hydra14-env.sh),
+# in the background beside the main pytest: STEMSWEEP_HYDRA14=0 leaves them out, =1 adds them to a run
+# with pytest args, =only runs them alone (`make test-hydra14`). Their output follows; their status counts.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 slurm="bash scripts/local-slurm.sh"
@@ -22,7 +25,35 @@ else
 fi
 export STEMSWEEP_REQUIRE_SLURM=${STEMSWEEP_REQUIRE_SLURM:-1}  # fail, don't skip, without a cluster
 
+# Hydra 1.4's share: the plugin suites, the sweep planning and real short sweeps (local and SLURM). It
+# mostly waits, as the main run does, on subprocesses and SLURM jobs, so the two share the cores well.
+# Its SLURM jobs go first, done before the main run's SLURM tests (which count on the node's CPUs) start.
+hydra14_tests=(tests/slurm/test_hydra_suites_slurm.py tests/sweep/test_hydra_suites.py tests/sweep/test_plan.py
+  tests/sweep/test_launch.py::test_a_sweep_with_its_subfolders_named_by_override_dirname_runs_on_both_local_launchers)
+hydra14=${STEMSWEEP_HYDRA14:-$(($# == 0))}
+hydra14_pytest() {
+  [[ -x .venv-hydra14/bin/python ]] || bash scripts/hydra14-env.sh >&2
+  echo "run-tests: Hydra $(.venv-hydra14/bin/python -c 'import hydra; print(hydra.__version__)'): ${hydra14_tests[*]}"
+  .venv-hydra14/bin/python -m pytest -p no:cacheprovider --basetemp="$(mktemp -d)/pytest" "${hydra14_tests[@]}"
+}
+if [[ $hydra14 == only ]]; then
+  hydra14_pytest
+  exit
+fi
+if [[ $hydra14 == 1 ]]; then
+  hydra14_log=$(mktemp)
+  hydra14_pytest >"$hydra14_log" 2>&1 &
+  hydra14_pid=$!
+fi
+
 .venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 15 min
 rc=$?
 ((rc == 5)) && echo "run-tests: pytest collected no tests (exit 5): that is a failure" >&2
+if [[ -n ${hydra14_pid:-} ]]; then
+  wait "$hydra14_pid"
+  rc14=$?
+  cat "$hydra14_log"
+  ((rc14 == 0)) || echo "run-tests: the Hydra 1.4 tests failed (exit $rc14)" >&2
+  ((rc == 0)) && rc=$rc14
+fi
 exit "$rc"

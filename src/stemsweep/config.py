@@ -374,13 +374,14 @@ def register_configs() -> None:
     """Register the schema that conf/config.yaml names in its defaults list; its typed fields check
     every group's yaml as it is merged in."""
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
+    if "run_schema.yaml" not in cs.repo:  # stored once: Hydra 1.5 makes a repeated store an error
+        cs.store(name="run_schema", node=RunConfig)
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Validate a composed config: type checks by OmegaConf, value checks by the dataclasses."""
     try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+        run = OmegaConf.to_object(cfg)
     except InterpolationResolutionError as exc:
         # A resolver that validates another run's config (`${run_signature:…}`, the fine-tuning source)
         # found a bad value there: that one line, not OmegaConf's wrapping of it.
@@ -390,6 +391,10 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         if cause is None:
             raise
         raise cause from None
+    _require(isinstance(run, RunConfig),
+             f"a config with keys {', '.join(map(str, cfg)) or '(none)'} is not allowed: stemsweep runs, sweeps "
+             "and launches only stemsweep run configs (conf/config.yaml, whose defaults list names run_schema)")
+    return run  # type: ignore[return-value]
 
 
 def log_uniform_draw(low: float, high: float, seed: int, draw: int, axis: int) -> float:

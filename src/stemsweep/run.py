@@ -161,7 +161,12 @@ def _result(summary: dict[str, Any]) -> str:
 register_with_omegaconf()
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+# Hydra 1.3 takes 1.1's defaults unless the version base is named; Hydra 1.4 has only 1.3's, and warns
+# (on every command) when it is named.
+VERSION_BASE = {"version_base": "1.3"} if tuple(int(p) for p in hydra.__version__.split(".")[:2]) < (1, 4) else {}
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", **VERSION_BASE)
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -201,3 +201,22 @@ def test_only_sweeps_is_added_as_a_config_group():
     folders = {f for f in folders if f.split("/")[0] != "hydra"}  # Hydra's own groups: --hydra-help
     assert names == folders | {"sweeps"}, names
     assert "mini_peak" in groups
+
+
+def test_a_sweep_with_its_subfolders_named_by_override_dirname_runs_on_both_local_launchers(tmp_path):
+    # Hydra's common `hydra.sweep.subdir=${hydra.job.override_dirname}`: each job's folder is named by its
+    # own overrides, which Hydra resolves per job (the sweep's config has no job yet). Tiny real runs.
+    tiny = ["data=synthetic", "data.num_train=64", "data.num_test=64", "batch_size=64", "threads=1", "logger=none",
+            "epochs=1", "schedule.warmup_epochs=0"]
+    for launcher in ("basic", "local_parallel"):
+        runs, sweep_dir = tmp_path / launcher / "runs", tmp_path / launcher / "sweep"
+        cmd = [sys.executable, "-m", "stemsweep.run", "-m", f"hydra/launcher={launcher}", f"runs_root={runs}",
+               f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.override_dirname}", *tiny,
+               "stem=patch,conv"]
+        result = subprocess.run(cmd, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {s["stem"]: s["status"] for s in records(runs).values()} == {"patch": "done", "conv": "done"}
+        for stem in ("patch", "conv"):  # Hydra's override_dirname: the job's overrides, sorted, comma-joined
+            folder = sweep_dir / ",".join(sorted([f"runs_root={runs}", f"stem={stem}", *tiny]))
+            assert (folder / ".hydra" / "overrides.yaml").is_file(), sorted(sweep_dir.rglob("overrides.yaml"))

@@ -98,6 +98,18 @@ def test_command_line_overrides_replace_a_grid_axis():
     assert len(jobs) == 2 and all("epochs=3" in j and "seed=1" in j for j in jobs)
 
 
+def test_plan_expands_sweeping_overrides_as_the_run_command_does(capsys):
+    # `python -m stemsweep.run -m +sweeps=mini_lrwd_adamw seed=0,1` sweeps the seeds on top of the grids
+    # (test_hydra_suites checks that plan's runs are the sweep's)
+    one_seed = planned("mini_lrwd_adamw")
+    two_seeds = planned("mini_lrwd_adamw", "seed=0,1")
+    assert [r.signature for r in two_seeds[::2]] == [r.signature for r in one_seed]
+    assert [axes([r])[0]["seed"] for r in two_seeds] == ["0", "1"] * len(one_seed)
+    assert cli(["plan", "mini_training_length", "seed=range(0,3)"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "27 runs" and lines[0].endswith(" seed=0") and lines[2].endswith(" seed=2")
+
+
 def test_plan_command_prints_one_line_per_run_and_the_count(capsys):
     assert cli(["plan", "mini_peak"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

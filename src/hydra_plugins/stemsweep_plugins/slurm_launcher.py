@@ -80,13 +80,13 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         run_dirs = []
         for i, overrides in enumerate(job_overrides):
             composed = compose(list(overrides))
+            run_dirs.append(run_dir_of(composed))  # validates it first: a bad config is one line, not a KeyError
             groups[self._job_resources(composed, typed)].append(i)
-            run_dirs.append(run_dir_of(composed))
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs: List[Any] = [None] * len(job_overrides)
-        singleton_state = Singleton.get_state()  # a deep copy of Hydra's globals: ~20 ms, the same for every job
+        singleton_state = Singleton.get_state()  # a deep copy of Hydra's globals, the same for every job: once
         for resources, indices in groups.items():
             executor = self._executor(submitit, dict(resources))
             args = []
@@ -109,13 +109,12 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         return [JobReturn(overrides=list(o), status=JobStatus.UNKNOWN) for o in job_overrides]
 
     def _job_composer(self) -> Any:
-        """Each job's config, composed as the sweeper composed it (a full Hydra composition per job,
-        load_sweep_config, takes ~0.1 s: a 64-run sweep would spend seconds here)."""
+        """Each job's config, composed as the sweeper composed it (JobComposer, not Hydra's
+        load_sweep_config per job: docs/benchmarks.md, "Sweeps and launching")."""
         from stemsweep.sweep.plan import JobComposer
 
         assert self.config is not None and self.hydra_context is not None
-        return JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
-                           fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
+        return JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
 
     def _job_resources(self, composed: Any, typed: set) -> tuple:
         return job_resources(self.resources, composed, typed)
@@ -123,8 +122,10 @@ class StemsweepSlurmLauncher(SlurmLauncher):
     def _command_line_keys(self) -> set:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from stemsweep.sweep.plan import raw_overrides
+
         assert self.config is not None
-        overrides = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.hydra))
+        overrides = OverridesParser.create().parse_overrides(raw_overrides(self.config, "hydra"))
         prefix = "hydra.launcher."
         return {o.key_or_group[len(prefix):] for o in overrides if o.key_or_group.startswith(prefix)}
 

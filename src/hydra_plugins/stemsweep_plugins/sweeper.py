@@ -46,13 +46,12 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
     lets those training in other processes write their checkpoints first.
 
     With the joblib launcher the runs train in loky worker processes, which joblib ends with SIGKILL
-    when a KeyboardInterrupt unwinds it; a SIGTERM to the sweep process alone used to kill only that
-    process, and its workers went on training orphaned. Here the sweep first passes a SIGTERM on to each
-    process on this host that holds the lock of one of its `runs` (Ctrl-C reaches them by itself: they
-    are in its process group), waits until they let their locks go (they stop after the step in flight
-    and write a checkpoint: train/interrupt.py), then raises RunInterrupted. A second signal stops it
-    at once. A run training in the sweep process itself (the basic launcher) has its own handlers
-    installed meanwhile. Launched again, the sweep resumes the runs.
+    when a KeyboardInterrupt unwinds it, and which a SIGTERM to the sweep process alone does not reach.
+    So the sweep first passes a SIGTERM on to each process on this host that holds the lock of one of
+    its `runs` (Ctrl-C reaches them by itself: they are in its process group), waits until they let
+    their locks go (they stop after the step in flight and write a checkpoint: train/interrupt.py), then
+    raises RunInterrupted. A second signal stops it at once. A run training in the sweep process itself
+    (the basic launcher) has its own handlers installed meanwhile. Launched again, the sweep resumes the runs.
     """
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
@@ -101,13 +100,12 @@ class StemsweepSweeper(BasicSweeper):
         from stemsweep.config import ConfigError
         from stemsweep.record.checkpoint import NoFinalCheckpoint
         from stemsweep.record.rundir import RunDir
-        from stemsweep.sweep.plan import JobComposer, expand_grids, live_runs, plan_runs
+        from stemsweep.sweep.plan import JobComposer, live_runs, plan_runs, sweep_jobs
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         tic = time.perf_counter()
-        jobs = expand_grids(self.grids, [*self._parse_config(), *arguments])
-        compose = JobComposer(self.hydra_context.config_loader, self.config.hydra.job.config_name,
-                              fixed=list(self.config.hydra.overrides.hydra), cache_from=self.config)
+        jobs = sweep_jobs(self.grids, self.params, arguments)
+        compose = JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
         try:
             planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
         except ConfigError as exc:  # a bad value in one job: one line, before anything is launched

@@ -21,8 +21,11 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.version import __version__ as omegaconf_version
 
 from stemsweep.record.rundir import RunDir
+
+OMEGACONF_2_4 = tuple(int(part) for part in omegaconf_version.split(".")[:2]) >= (2, 4)
 
 
 @dataclass
@@ -43,7 +46,8 @@ class PlannedRun:
 
 
 def expand_grids(grids: Sequence[dict[str, str]] | None, arguments: Sequence[str]) -> list[list[str]]:
-    """Every job's overrides: each grid × the arguments, in order, grid by grid."""
+    """Every job's overrides: each grid × the arguments, in order, grid by grid (BasicSweeper's rules:
+    a config a job appends, `+sweeps=NAME` or a grid's `+stage=…`, is composed in that order)."""
     parser = OverridesParser.create()
     argument_keys = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
     jobs: list[list[str]] = []
@@ -59,8 +63,8 @@ class JobComposer:
 
     Hydra composes a config from its config-group overrides (the defaults list: model=, stem=, +sweeps=
     ...) and then applies the plain value overrides (epochs=, lrwd.draw=, ...) to the result. Sweeps vary
-    the values far more than the groups (64 lr/wd draws of one model), and composing the groups is
-    ~0.1 s a job, so the composition is done once per distinct group overrides and copied. `fixed` are
+    the values far more than the groups (64 lr/wd draws of one model), and composing the groups is most
+    of a job's cost (docs/benchmarks.md), so it is done once per distinct group overrides and copied. `fixed` are
     overrides every job shares, given first (the hydra overrides of the command line, as Hydra's
     load_sweep_config prepends them). The `hydra` node is dropped: the task function never sees it.
     """
@@ -72,13 +76,22 @@ class JobComposer:
         self.bases: dict[tuple[str, ...], DictConfig] = {}
         self.sweep_config: DictConfig | None = None  # the whole sweep's, `hydra` node included (compose_sweep)
 
-    def full(self, overrides: Sequence[str], sweep: bool = False) -> DictConfig:
-        """Hydra's own composition, `hydra` node included (`sweep`: as Hydra composes a multirun's
-        config, whose overrides may still sweep)."""
+    @classmethod
+    def of_sweep(cls, loader: Any, sweep_config: DictConfig) -> JobComposer:
+        """The composer of a multirun's jobs, as Hydra's launchers compose them (load_sweep_config): the
+        command line's hydra overrides come first, unresolved, so that `hydra.sweep.subdir=${hydra.job.num}`
+        or `${hydra.job.override_dirname}` are resolved per job, not in the sweep's config."""
+        composer = cls(loader, sweep_config.hydra.job.config_name, fixed=raw_overrides(sweep_config, "hydra"),
+                       cache_from=sweep_config)
+        composer.sweep_config = sweep_config
+        return composer
+
+    def full(self, overrides: Sequence[str]) -> DictConfig:
+        """Hydra's own composition, `hydra` node included."""
         from hydra.types import RunMode
 
-        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides],
-                                              run_mode=RunMode.MULTIRUN if sweep else RunMode.RUN, from_shell=False)
+        return self.loader.load_configuration(self.config_name, [*self.fixed, *overrides], run_mode=RunMode.RUN,
+                                              from_shell=False)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -99,6 +112,19 @@ class JobComposer:
         if self.cache_from is not None:
             OmegaConf.copy_cache(from_config=self.cache_from, to_config=cfg)  # e.g. ${now:} as the sweep's
         return cfg
+
+
+def raw_overrides(sweep_config: DictConfig, kind: str) -> list[str]:
+    """The command line's `hydra` or `task` overrides as typed (Hydra passes them on unresolved: an
+    interpolation in them refers to the job's config, which the sweep's config does not have yet)."""
+    return list(OmegaConf.to_container(sweep_config.hydra.overrides[kind], resolve=False))
+
+
+def sweep_jobs(grids: Sequence[dict[str, str]] | None, params: dict[str, str] | None,
+               arguments: Sequence[str]) -> list[list[str]]:
+    """Every job's overrides, as the stemsweep sweeper expands them: its grids × its params (as
+    BasicSweeper's, `hydra.sweeper.params`) and the command line's task overrides (`arguments`)."""
+    return expand_grids(grids, [*(f"{k}={v}" for k, v in (params or {}).items()), *arguments])
 
 
 def plan_runs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedRun]:
@@ -168,7 +194,10 @@ def register_with_omegaconf() -> None:
 
     register_configs()
     if not OmegaConf.has_resolver("run_signature"):
-        OmegaConf.register_new_resolver("run_signature", signature_of_overrides, use_cache=True)
+        # omegaconf 2.4 names it register_resolver and deprecates register_new_resolver (with a warning
+        # on every command); 2.3's register_resolver is the legacy one, of strings only.
+        register = OmegaConf.register_resolver if OMEGACONF_2_4 else OmegaConf.register_new_resolver
+        register("run_signature", signature_of_overrides, use_cache=True)
 
 
 def config_loader() -> Any:
@@ -199,18 +228,25 @@ def signature_of_overrides(overrides: str) -> str:
     return run_dir_of(compose(overrides.split())).signature
 
 
-def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[list[str]], Callable]:
-    """The jobs of sweep file NAME (None: the overrides alone, a grid of the command line) with extra
-    overrides, and a function composing one job's config.
+def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[list[str]], JobComposer]:
+    """The jobs of `python -m stemsweep.run -m +sweeps=NAME OVERRIDES` (None: of the overrides alone, a
+    grid of the command line), and a function composing one job's config: the sweep's config is
+    composed for a multirun (sweeping overrides such as `seed=0,1` or `seed=range(3)` are allowed) and
+    expanded as the sweeper expands it, so each job has the overrides, and the run the signature, that
+    the sweep launches.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
     hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
     """
-    compose_job = JobComposer(config_loader(), fixed=[f"+sweeps={sweep}"] if sweep else [])
-    compose_job.sweep_config = compose_job.full(list(overrides), sweep=True)
-    sweeper = compose_job.sweep_config.hydra.sweeper
-    sweep_args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    return expand_grids(sweeper.get("grids"), [*sweep_args, *overrides]), compose_job
+    from hydra.types import RunMode
+
+    loader = config_loader()
+    sweep_file = [f"+sweeps={sweep}"] if sweep else []
+    sweep_config = loader.load_configuration("config", [*sweep_file, *overrides], run_mode=RunMode.MULTIRUN,
+                                             from_shell=False)
+    sweeper = sweep_config.hydra.sweeper
+    jobs = sweep_jobs(sweeper.get("grids"), sweeper.get("params"), raw_overrides(sweep_config, "task"))
+    return jobs, JobComposer.of_sweep(loader, sweep_config)
 
 
 def sweep_file_problem(name: str) -> str | None:
