@@ -107,7 +107,7 @@ def test_plan_expands_sweeping_overrides_as_the_run_command_does(capsys):
     assert [axes([r])[0]["seed"] for r in two_seeds] == ["0", "1"] * len(one_seed)
     assert cli(["plan", "mini_training_length", "seed=range(0,3)"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "27 runs" and lines[0].endswith(" seed=0") and lines[2].endswith(" seed=2")
+    assert lines[-1].startswith("27 runs: ") and lines[0].endswith(" seed=0") and lines[2].endswith(" seed=2")
 
 
 def test_plan_command_prints_one_line_per_run_and_the_count(capsys):

@@ -72,6 +72,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
+        from stemsweep.config import ConfigError
         from stemsweep.sweep.plan import run_dir_of
 
         groups: Dict[tuple, List[int]] = defaultdict(list)
@@ -80,7 +81,10 @@ class StemsweepSlurmLauncher(SlurmLauncher):
         run_dirs = []
         for i, overrides in enumerate(job_overrides):
             composed = compose(list(overrides))
-            run_dirs.append(run_dir_of(composed))  # validates it first: a bad config is one line, not a KeyError
+            try:  # validated first: a bad config is one line, before anything is submitted, not a KeyError
+                run_dirs.append(run_dir_of(composed))
+            except ConfigError as exc:
+                raise SystemExit(f"stemsweep: {exc}") from None
             groups[self._job_resources(composed, typed)].append(i)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
