@@ -58,3 +58,16 @@ def test_study_status_shows_each_stage(local_study):
     lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
     assert lines["lrwd"][:4] == ["lrwd", "sweep", "4", "4"] and lines["length"][:4] == ["length", "sweep", "2", "2"]
     assert "done" in lines["tune"] and "done" in lines["report"]
+
+
+def test_the_plan_of_new_runs_costs_them_at_the_speed_the_study_measured(local_study):
+    folder, runs, path, tuning, _ = local_study
+    # the study's finished runs say where they trained (device, resolution): new seeds of the same models
+    # are costed from their measured images/s, done runs cost nothing
+    plan = study("plan", str(path), "seed=7")
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    lrwd = [line for line in lines if "lrwd.draw=" in line]
+    assert len(lrwd) == 4 and all("measured (" in line and " new " in line for line in lrwd), lines
+    done = study("plan", str(path))
+    assert all(" 0 cpu-h  done" in line for line in done.stdout.splitlines() if "lrwd.draw=" in line), done.stdout
