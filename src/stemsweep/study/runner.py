@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import signal
 import subprocess
 import sys
@@ -25,9 +24,6 @@ from stemsweep.config import ConfigError
 from stemsweep.record.files import write_json
 from stemsweep.study.plan import plannable_arguments, stage_arguments
 from stemsweep.study.spec import Stage, Study, stage_order
-
-log = logging.getLogger(__name__)
-
 
 class StageFailed(RuntimeError):
     """A stage that ended without its result; the message is one line naming it and what to do."""
@@ -229,12 +225,7 @@ def _run_sweep(study: Study, stage: Stage, overrides: Sequence[str]) -> None:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`
-                continue
+        code = child.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -271,7 +262,7 @@ def _run_report(stage: Stage, runs_root: str) -> None:
             print(f"{count} runs exported to {stage.export}")
             source = stage.export
         write_report([source], stage.report_out)
-    except (ValueError, FileNotFoundError, ConfigError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise StageFailed(f"stage {stage.name}: {exc}") from None
     print(f"report written to {stage.report_out}/report.md")
 
@@ -291,7 +282,8 @@ def _append_wall_times(path: Path, timings: list[tuple[str, str, float]], overri
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
+    """Overrides as the run command takes them (KEY=VALUE, +KEY=VALUE, ~KEY): one line for anything else."""
     for override in overrides:
-        if "=" not in override:
+        if "=" not in override and not override.startswith("~"):
             raise ConfigError(f"override {override!r} is not allowed: give KEY=VALUE, as on the run command line")
 
