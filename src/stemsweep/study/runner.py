@@ -25,6 +25,7 @@ from stemsweep.record.files import write_json
 from stemsweep.study.plan import plannable_arguments, stage_arguments
 from stemsweep.study.spec import Stage, Study, stage_order
 
+
 class StageFailed(RuntimeError):
     """A stage that ended without its result; the message is one line naming it and what to do."""
 
