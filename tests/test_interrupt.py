@@ -15,6 +15,8 @@ import pytest
 
 from stemsweep.sweep.status import status_rows
 
+pytestmark = pytest.mark.processes
+
 BASE = ["data.train_subset=1280", "data.test_subset=500", "batch_size=64", "threads=1", "logger=none",
         "epochs=2"]  # 20 steps an epoch
 CASES = {  # every architecture; augmentation (per-image and per-batch draws) and DataLoader workers

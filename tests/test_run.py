@@ -73,12 +73,14 @@ def two_launches(tmp_path_factory):
     return runs_root, trained[0], outs[1 - outs.index(trained[0])]
 
 
+@pytest.mark.processes
 def test_two_concurrent_launches_train_the_run_once(two_launches):
     runs_root, _, other = two_launches
     assert "being trained by another process" in other or "is done" in other
     assert summary(only_run(runs_root))["status"] == "done"
 
 
+@pytest.mark.processes
 def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(two_launches):
     runs_root, trained, _ = two_launches
     run = only_run(runs_root)
@@ -106,6 +108,7 @@ def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(two_l
     assert summary(run)["updated"] == s["updated"]  # nothing rewritten
 
 
+@pytest.mark.processes
 def test_wandb_offline_run_uses_the_signature_as_its_id(two_launches):
     run = only_run(two_launches[0])
     offline = list((run / "wandb").glob(f"offline-run-*-{run.name}"))
