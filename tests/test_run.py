@@ -4,7 +4,6 @@ the rest call `run()` in this process on the config `python -m stemsweep.run` co
 per run)."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -28,22 +27,9 @@ def launch(runs_root, *overrides, wait=True, env_extra=None):
 
 
 @pytest.fixture
-def train_here(caplog):
+def train_here(run_in_process):
     """run() in this process on the composed config of `TINY + overrides`; returns what it logged."""
-    import torch
-
-    from stemsweep.run import run
-    from stemsweep.sweep.plan import compose
-
-    threads = torch.get_num_threads()  # threads=1 sets it for the process
-
-    def train(runs_root, *overrides) -> str:
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="stemsweep"):
-            run(compose([f"runs_root={runs_root}", *TINY, *overrides]))
-        return caplog.text
-    yield train
-    torch.set_num_threads(threads)
+    return lambda runs_root, *overrides: run_in_process(f"runs_root={runs_root}", *TINY, *overrides)
 
 
 def only_run(runs_root) -> Path:
