@@ -22,7 +22,7 @@ else
 fi
 export STEMSWEEP_REQUIRE_SLURM=${STEMSWEEP_REQUIRE_SLURM:-1}  # fail, don't skip, without a cluster
 
-.venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 15 min
+.venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 10 min
 rc=$?
 ((rc == 5)) && echo "run-tests: pytest collected no tests (exit 5): that is a failure" >&2
 exit "$rc"
