@@ -18,8 +18,8 @@ TINY = ["model=vit_xs", "data.train_subset=640", "data.test_subset=500", "batch_
         "logger=none"]
 
 
-def launch(runs_root, *overrides, wait=True, env_extra=None):
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
+def launch(runs_root, *overrides, wait=True):
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     cmd = [sys.executable, "-m", "stemsweep.run", f"runs_root={runs_root}", *TINY, *overrides]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

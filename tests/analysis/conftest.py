@@ -29,12 +29,12 @@ def real_runs_dir(tmp_path_factory) -> Path:
               ["stem=patch,conv", "lrwd.draw=0,1,2", "epochs=1", "sweep=mini_lrwd_adamw"]]
     # The two sweeps train single-threaded, side by side on two cores; their runs differ, so they share
     # no run directory, and each has Hydra's sweep folder of its own (both may start in the same second).
-    logs = [root.parent / f"{root.name}-{axes[-1]}.log" for axes in sweeps]
+    logs = [root.parent / f"{root.name}-sweep{i}.log" for i in range(len(sweeps))]
     launched = []
-    for axes, log in zip(sweeps, logs):
+    for i, (axes, log) in enumerate(zip(sweeps, logs)):
         with log.open("w") as out:
             launched.append(subprocess.Popen([sys.executable, "-m", "stemsweep.run", "-m", *tiny, *axes,
-                                              f"hydra.sweep.dir={root}/.hydra/{axes[-1]}"],
+                                              f"hydra.sweep.dir={root}/.hydra/sweep{i}"],
                                              env={**os.environ, "WANDB_MODE": "disabled"}, stdout=out,
                                              stderr=subprocess.STDOUT))
     for sweep, log in zip(launched, logs):
