@@ -7,6 +7,7 @@ it. No torch here: config → identity → hash only.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {"results/mini-study": 153, "results/mini-study-4ep": 102}  # records in each: 255
 
 
+@functools.cache
+def schema():
+    return OmegaConf.structured(RunConfig)  # made once: it is most of a merge's time, and merging copies it
+
+
 def signatures_from_config(config_yaml: Path) -> tuple[str, str]:
     """(run signature, setting signature) recomputed from a record's config.yaml through the public
     identity API, as a run computes them (paths unchecked: a record names data that may not be here)."""
@@ -26,7 +32,7 @@ def signatures_from_config(config_yaml: Path) -> tuple[str, str]:
     from stemsweep.record.signature import run_signature, setting_signature
 
     with paths_unchecked():
-        cfg = validated_config(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(config_yaml)))
+        cfg = validated_config(OmegaConf.merge(schema(), OmegaConf.load(config_yaml)))
     identity = identity_of(cfg)
     return run_signature(identity), setting_signature(identity)
 
