@@ -44,6 +44,11 @@ test: setup
 test-hydra14: setup
 	STEMSWEEP_HYDRA14=only bash scripts/run-tests.sh
 
+# The inner loop (under 3 minutes on 2 cores): every test but the real-SLURM ones and those that train
+# in processes of their own; `make test` runs them all.
+test-fast: setup
+	$(PY) -m pytest -m "not slurm and not processes" --durations=12
+
 demo: setup
 	$(PY) -m stemsweep.run
 

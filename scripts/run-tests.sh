@@ -46,7 +46,7 @@ if [[ $hydra14 == 1 ]]; then
   hydra14_pid=$!
 fi
 
-.venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 15 min
+.venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 10 min
 rc=$?
 ((rc == 5)) && echo "run-tests: pytest collected no tests (exit 5): that is a failure" >&2
 if [[ -n ${hydra14_pid:-} ]]; then

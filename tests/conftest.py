@@ -8,6 +8,7 @@ then they fail. Deselect them with ``-m "not slurm"``.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -95,3 +96,23 @@ def _slurm_marker_needs_cluster(request):
     """Tests marked ``slurm`` get the cluster check even when they don't ask for the fixture."""
     if request.node.get_closest_marker("slurm") is not None:
         request.getfixturevalue("slurm_cluster")
+
+
+@pytest.fixture
+def run_in_process(caplog):
+    """`run()` in this process on the config `python -m stemsweep.run OVERRIDES` composes: a real training
+    without a process (and its torch import) of its own. Returns what the run logged."""
+    import torch
+
+    from stemsweep.run import run
+    from stemsweep.sweep.plan import compose
+
+    threads = torch.get_num_threads()  # a run's `threads` sets it for the whole process
+
+    def train(*overrides: str) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="stemsweep"):
+            run(compose(list(overrides)))
+        return caplog.text
+    yield train
+    torch.set_num_threads(threads)

@@ -1,10 +1,15 @@
 """Signals and kills lose nothing: real runs in subprocesses, stopped mid-epoch, resumed, compared with
-the same run trained without interruption (docs/record.md, "Interruptions")."""
+the same run trained without interruption (docs/record.md, "Interruptions").
+
+Only what a signal or a kill does needs a process of its own: the uninterrupted references train in
+subprocesses beside the tests (on the core the tests leave idle), and the resumes are `run()` in this
+process, as `python -m stemsweep.run` would call it on the same record."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from stemsweep.sweep.status import status_rows
+
+pytestmark = pytest.mark.processes
 
 BASE = ["data.train_subset=1280", "data.test_subset=500", "batch_size=64", "threads=1", "logger=none",
         "epochs=2"]  # 20 steps an epoch
@@ -32,10 +39,9 @@ def start(runs: Path, case: str, *extra: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(runs: Path, case: str, *extra: str, log: Path) -> str:
-    proc = start(runs, case, *extra, log=log)
-    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
-    return log.read_text()
+def finish(run_in_process, runs: Path, case: str, *extra: str) -> str:
+    """The run launched again, to its end; what it logged."""
+    return run_in_process(f"runs_root={runs}", *BASE, *CASES[case], *extra)
 
 
 def the_run(runs: Path) -> Path:
@@ -75,21 +81,30 @@ def trained_steps(runs: Path) -> int:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The metrics of each case trained without interruption (each trained once, when first asked)."""
+    """The metrics of each case trained without interruption: all three train at once, in subprocesses
+    beside the tests (single-threaded, as the tests' own runs), and are waited for when first asked."""
+    started = {}
+    for case in CASES:
+        runs = tmp_path_factory.mktemp(f"reference-{case}")
+        started[case] = (runs, start(runs, case, log=runs / "train.log"))
     trained: dict[str, list[dict]] = {}
 
     def metrics_of(case: str) -> list[dict]:
         if case not in trained:
-            runs = tmp_path_factory.mktemp(f"reference-{case}")
-            finish(runs, case, log=runs / "train.log")
+            runs, proc = started[case]
+            assert proc.wait(timeout=600) == 0, (runs / "train.log").read_text()[-3000:]
             trained[case] = metrics(the_run(runs))
         return trained[case]
-    return metrics_of
+    yield metrics_of
+    for _, proc in started.values():
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninterrupted_metrics(tmp_path, case,
-                                                                                              reference):
+                                                                                              reference,
+                                                                                              run_in_process):
     log = tmp_path / "first.log"
     proc = start(tmp_path, case, log=log)
     wait_for(lambda: "epoch 1/2 [6/20]" in log.read_text(), proc, log)
@@ -107,7 +122,7 @@ def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninter
     assert not (run / "metrics.jsonl").exists() or metrics(run) == []
     assert [row["state"] for row in status_rows(str(tmp_path))] == ["resumable"]
 
-    again = finish(tmp_path, case, log=tmp_path / "again.log")
+    again = finish(run_in_process, tmp_path, case)
     assert f"resuming {run.name} from checkpoint.pt after epoch 0, step {stop['step']}/20 of epoch 1" in again
     s = summary(run)
     assert s["status"] == "done" and s["resumes"][-1]["from_global_step"] == stop["step"]
@@ -117,7 +132,7 @@ def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninter
                                                          f"step {stop['step']})"
 
 
-def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference):
+def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference, run_in_process):
     every = 3
     log = tmp_path / "first.log"
     proc = start(tmp_path, "conv", f"checkpoint.every_steps={every}", log=log)
@@ -128,7 +143,7 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference):
     trained = trained_steps(tmp_path)
     assert summary(run)["status"] == "running"  # a hard kill leaves the record as it was
 
-    finish(tmp_path, "conv", f"checkpoint.every_steps={every}", log=tmp_path / "again.log")
+    finish(run_in_process, tmp_path, "conv", f"checkpoint.every_steps={every}")
     s = summary(run)
     [kill] = s["interruptions"]
     resumed = s["resumes"][-1]["from_global_step"]
@@ -138,20 +153,33 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference):
     assert_equal_metrics(metrics(run), reference("conv"))  # checkpoint.every_steps is not part of the identity
 
 
-@pytest.mark.parametrize("cut", ["latest", "both"])
-def test_a_cut_checkpoint_is_one_line_and_the_run_falls_back_to_the_previous(tmp_path, cut, reference):
-    log = tmp_path / "first.log"
-    proc = start(tmp_path, "conv", "checkpoint.every_steps=2", log=log)
+@pytest.fixture(scope="module")
+def stopped_with_two_checkpoints(tmp_path_factory) -> Path:
+    """A run stopped by SIGTERM at step 8, with checkpoints every 2 steps: its runs_root (copy it to change it)."""
+    runs = tmp_path_factory.mktemp("stopped")
+    log = runs.parent / f"{runs.name}.log"
+    proc = start(runs, "conv", "checkpoint.every_steps=2", log=log)
     wait_for(lambda: "epoch 1/2 [8/20]" in log.read_text(), proc, log)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    run = the_run(tmp_path)
+    run = the_run(runs)
+    assert (run / "checkpoint.pt").exists() and (run / "checkpoint.prev.pt").exists()
+    return runs
+
+
+@pytest.mark.parametrize("cut", ["latest", "both"])
+def test_a_cut_checkpoint_is_one_line_and_the_run_falls_back_to_the_previous(tmp_path, cut, reference,
+                                                                             stopped_with_two_checkpoints,
+                                                                             run_in_process):
+    runs = tmp_path / "runs"
+    shutil.copytree(stopped_with_two_checkpoints, runs)
+    run = the_run(runs)
     cut_files = [run / "checkpoint.pt"] + ([run / "checkpoint.prev.pt"] if cut == "both" else [])
     for path in cut_files:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])  # cut short, as a full disk or a copy gone wrong leaves it
 
-    out = finish(tmp_path, "conv", "checkpoint.every_steps=2", log=tmp_path / "again.log")
+    out = finish(run_in_process, runs, "conv", "checkpoint.every_steps=2")
     problems = [line for line in out.splitlines() if "not a readable checkpoint" in line]
     assert len(problems) == len(cut_files), out
     assert all("Traceback" not in line and str(run) in line for line in problems)

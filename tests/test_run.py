@@ -1,4 +1,7 @@
-"""The Hydra application end to end, as a user runs it: real short trainings in subprocesses."""
+"""The Hydra application end to end: real short trainings. Where the claim is about processes (the
+command line, two launches at once, W&B's offline files) they run as a user runs them, in subprocesses;
+the rest call `run()` in this process on the config `python -m stemsweep.run` composes (no torch import
+per run)."""
 
 import json
 import os
@@ -14,12 +17,18 @@ TINY = ["model=vit_xs", "data.train_subset=640", "data.test_subset=500", "batch_
         "logger=none"]
 
 
-def launch(runs_root, *overrides, wait=True, env_extra=None, multirun=False):
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
+def launch(runs_root, *overrides, wait=True, multirun=False):
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     cmd = [sys.executable, "-m", "stemsweep.run", *["-m"] * multirun, f"runs_root={runs_root}", *TINY, *overrides]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def train_here(run_in_process):
+    """run() in this process on the composed config of `TINY + overrides`; returns what it logged."""
+    return lambda runs_root, *overrides: run_in_process(f"runs_root={runs_root}", *TINY, *overrides)
 
 
 def only_run(runs_root) -> Path:
@@ -36,10 +45,30 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_path):
-    result = launch(tmp_path, "epochs=2")
-    assert result.returncode == 0, result.stderr
-    run = only_run(tmp_path)
+@pytest.fixture(scope="module")
+def two_launches(tmp_path_factory):
+    """Two launches of one 2-epoch run at once, as a user's two shells would (W&B offline): (runs_root,
+    the output of the one that trained, the other's output)."""
+    runs_root = tmp_path_factory.mktemp("runs")
+    procs = [launch(runs_root, "epochs=2", "logger=wandb", wait=False) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    trained = [o for o in outs if "epoch 2/2:" in o]
+    assert len(trained) == 1, outs
+    return runs_root, trained[0], outs[1 - outs.index(trained[0])]
+
+
+@pytest.mark.processes
+def test_two_concurrent_launches_train_the_run_once(two_launches):
+    runs_root, _, other = two_launches
+    assert "being trained by another process" in other or "is done" in other
+    assert summary(only_run(runs_root))["status"] == "done"
+
+
+@pytest.mark.processes
+def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(two_launches):
+    runs_root, trained, _ = two_launches
+    run = only_run(runs_root)
     s = summary(run)
     assert s["status"] == "done" and s["epochs_done"] == 2 and s["signature"] == run.name
     assert len(s["setting"]) == 10 and s["setting"] != s["signature"]  # the identity less the seed
@@ -55,45 +84,30 @@ def test_a_short_run_writes_a_complete_record_and_a_second_launch_skips_it(tmp_p
     assert set(rows[0]) >= {"train_loss", "train_error", "test_error", "ema_test_error", "lr", "images_per_s",
                             "elapsed_s"}
     assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists()
-    assert "record in" in result.stderr + result.stdout
+    assert "record in" in trained
 
-    again = launch(tmp_path, "epochs=2")
+    again = launch(runs_root, "epochs=2")  # the logger is not part of the identity
     assert again.returncode == 0
     out = again.stdout + again.stderr
     assert "is done" in out and "resuming" not in out and "epoch 1/2" not in out
     assert summary(run)["updated"] == s["updated"]  # nothing rewritten
 
 
-def test_a_huge_lr_is_recorded_as_diverged_and_not_retried_unless_asked(tmp_path):
-    result = launch(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
-    assert result.returncode == 0, result.stderr
+@pytest.mark.processes
+def test_wandb_offline_run_uses_the_signature_as_its_id(two_launches):
+    run = only_run(two_launches[0])
+    offline = list((run / "wandb").glob(f"offline-run-*-{run.name}"))
+    assert offline, list((run / "wandb").iterdir())
+
+
+def test_a_huge_lr_is_recorded_as_diverged_and_not_retried_unless_asked(tmp_path, train_here):
+    train_here(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
     run = only_run(tmp_path)
     s = summary(run)
     assert s["status"] == "diverged" and s["diverged_epoch"] == 1
     assert s["final_error"] is None and s["best_ema_error"] is None
-    again = launch(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
-    assert "retry=true" in again.stdout + again.stderr
-
-
-def test_two_concurrent_launches_train_the_run_once(tmp_path):
-    first = launch(tmp_path, "epochs=2", wait=False)
-    second = launch(tmp_path, "epochs=2", wait=False)
-    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
-    assert all(p.returncode == 0 for p in (first, second)), outs
-    trained = [o for o in outs if "epoch 2/2:" in o]
-    assert len(trained) == 1, outs
-    other = outs[1 - outs.index(trained[0])]
-    assert "being trained by another process" in other or "is done" in other
-    assert summary(only_run(tmp_path))["status"] == "done"
-
-
-def test_wandb_offline_run_uses_the_signature_as_its_id(tmp_path):
-    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "logger=wandb", "data.train_subset=128",
-                    "data.test_subset=128")
-    assert result.returncode == 0, result.stderr
-    run = only_run(tmp_path)
-    offline = list((run / "wandb").glob(f"offline-run-*-{run.name}"))
-    assert offline, list((run / "wandb").iterdir())
+    again = train_here(tmp_path, "epochs=2", "optimizer=sgd", "optimizer.lr=1e6", "stem=patch")
+    assert "retry=true" in again
 
 
 @pytest.mark.parametrize("override,message", [
@@ -112,16 +126,12 @@ def test_bad_config_exits_nonzero_naming_the_value_before_any_work(tmp_path, ove
     assert not any(p for p in tmp_path.glob("*") if not p.name.startswith("."))  # nothing written
 
 
-def test_fine_tuning_starts_from_another_runs_weights_and_names_it_in_its_identity(tmp_path):
-    source = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "data=synthetic", "data.num_classes=10",
-                    "data.image_size=28", "data.in_chans=1", "data.train_subset=null", "data.test_subset=null")
-    assert source.returncode == 0, source.stderr
+def test_fine_tuning_starts_from_another_runs_weights_and_names_it_in_its_identity(tmp_path, train_here):
+    synthetic = ["epochs=1", "schedule.warmup_epochs=0", "data=synthetic", "data.image_size=28", "data.in_chans=1",
+                 "data.train_subset=null", "data.test_subset=null"]
+    train_here(tmp_path, *synthetic, "data.num_classes=10")
     source_sig = only_run(tmp_path).name
-    tuned = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "data=synthetic", "data.num_classes=5",
-                   "data.image_size=28", "data.in_chans=1", "data.train_subset=null", "data.test_subset=null",
-                   f"init_from={source_sig}")
-    assert tuned.returncode == 0, tuned.stderr
-    out = tuned.stdout + tuned.stderr
+    out = train_here(tmp_path, *synthetic, "data.num_classes=5", f"init_from={source_sig}")
     # only the head (10 → 5 classes) starts fresh
     assert f"initialised from {source_sig}; re-initialised: head.bias, head.weight" in out
     runs = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}
@@ -147,11 +157,10 @@ def test_a_sweep_shows_the_line_of_a_fine_tune_that_cannot_start_and_trains_its_
     assert summary(trained)["status"] == "done" and summary(trained)["init_from"] is None
 
 
-def test_a_run_shorter_than_the_ema_period_reports_the_error_its_model_reached(tmp_path):
+def test_a_run_shorter_than_the_ema_period_reports_the_error_its_model_reached(tmp_path, train_here):
     # 10 steps, fewer than ema.period=32: the EMA is updated after the epoch's last step (a copy during
     # warm-up), so the study error is the trained model's, not the untrained one's 90%.
-    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0.5")
-    assert result.returncode == 0, result.stderr
+    train_here(tmp_path, "epochs=1", "schedule.warmup_epochs=0.5")
     s = summary(only_run(tmp_path))
     assert s["study_error_source"] == "ema" and s["best_ema_error"] == s["best_error"] < 80, s
     assert s["study_error"] == s["best_ema_error"]
@@ -159,10 +168,9 @@ def test_a_run_shorter_than_the_ema_period_reports_the_error_its_model_reached(t
                s["warnings"]), s["warnings"]
 
 
-def test_an_ema_still_mostly_the_initial_model_is_not_the_study_error(tmp_path):
+def test_an_ema_still_mostly_the_initial_model_is_not_the_study_error(tmp_path, train_here):
     # No warm-up copy and a tiny α: after its updates the EMA is ~100% the untrained model.
-    result = launch(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "ema.alpha=1e-9")
-    assert result.returncode == 0, result.stderr
+    out = train_here(tmp_path, "epochs=1", "schedule.warmup_epochs=0", "ema.alpha=1e-9")
     run = only_run(tmp_path)
     s = summary(run)
     [row] = metrics(run)
@@ -170,6 +178,5 @@ def test_an_ema_still_mostly_the_initial_model_is_not_the_study_error(tmp_path):
     assert s["best_ema_error"] is None and s["final_ema_error"] is None
     assert s["study_error_source"] == "model" and s["study_error"] == s["best_error"] < 80, s
     assert any("the EMA will still be 100% the untrained initial model" in w for w in s["warnings"]), s["warnings"]
-    out = result.stdout + result.stderr
     assert "the EMA will still be 100% the untrained initial model" in out
     assert f"best top-1 error {s['best_error']:.2f}% (the study's error: no meaningful EMA)" in out

@@ -81,6 +81,7 @@ def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
     assert "neither a runs directory nor a W&B project" in capsys.readouterr().err
 
 
+@pytest.mark.processes
 def test_report_on_records_of_real_trainings(real_runs_dir, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(real_runs_dir), "--out", str(out)]) == 0

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from stemsweep.record.rundir import RunDir
 from stemsweep.sweep.plan import signature_of_overrides
 from stemsweep.sweep.status import status_rows
@@ -45,6 +47,7 @@ def skipped_line(out: str) -> str:
     return match.group(0)
 
 
+@pytest.mark.processes
 def test_a_local_sweep_records_every_run_and_launched_again_trains_nothing(tmp_path):
     first = sweep(tmp_path, "stem=patch,conv")
     out = first.stdout + first.stderr
@@ -65,6 +68,7 @@ def test_a_local_sweep_records_every_run_and_launched_again_trains_nothing(tmp_p
     assert records(tmp_path) == done  # nothing rewritten, not even a timestamp
 
 
+@pytest.mark.processes
 def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parallel(tmp_path):
     # mini_training_length: vit_xs {patch, conv} and regnety_xs at epochs 1,2,4 and seeds 0,1,2; the
     # command line replaces the epochs and seed axes and the file's data settings, and keeps its aug,
@@ -92,6 +96,7 @@ def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parall
     assert len(pids) >= 2 and str(os.getpid()) not in pids
 
 
+@pytest.mark.processes
 def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_path):
     # The runs train in joblib's worker processes. `kill SWEEP_PID` used to leave them training on,
     # orphaned; now the sweep passes the SIGTERM on to them, they stop after the step in flight with a
@@ -128,6 +133,7 @@ def test_sigterm_to_a_local_parallel_sweep_stops_its_worker_processes_too(tmp_pa
         assert stop["lost_steps"] == 0 and stop["step"] >= 1, stop
 
 
+@pytest.mark.processes
 def test_a_run_another_process_is_training_is_not_launched_again(tmp_path):
     # A second launch of a sweep (another terminal, or a sweep launched again too early) must not start
     # a run whose lock a live process holds, even with retry=true.
@@ -144,6 +150,7 @@ def test_a_run_another_process_is_training_is_not_launched_again(tmp_path):
     assert not (tmp_path / patch / "summary.json").exists()  # ViT_P was left to its "trainer"
 
 
+@pytest.mark.processes
 def test_a_failed_run_is_recorded_skipped_when_launched_again_and_rerun_with_retry(tmp_path):
     empty = tmp_path / "empty"  # an existing folder without Fashion-MNIST: training fails loading it
     empty.mkdir()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes
+
 ARGS = ["model=vit_xs", "stem=patch", "data.train_subset=512", "data.test_subset=256", "batch_size=64",
         "epochs=2", "logger=none", "threads=1"]  # 8 steps an epoch
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29533",

@@ -116,13 +116,22 @@ def test_fused_optimizer_takes_the_default_implementations_step(name):
     assert max((a - b).abs().max().item() for a, b in zip(model.parameters(), initial.parameters())) > 1e-2
 
 
-def test_label_smoothing_is_the_standard_mixture():
-    logits = torch.randn(5, 10)
-    labels = torch.randint(0, 10, (5,))
-    smoothed = torch.nn.functional.one_hot(labels, 10) * 0.9 + 0.1 / 10
-    expected = -(smoothed * logits.log_softmax(1)).sum(1).mean()
-    got = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
-    assert got == pytest.approx(expected.item(), rel=1e-6)
+def test_training_applies_aug_label_smoothing_to_its_loss(tmp_path, run_in_process, monkeypatch):
+    # A real run (2 steps) with every cross-entropy the process computes watched: the training loss is the
+    # one that takes cfg.aug.label_smoothing, not a default or another aug setting's.
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def watched(logits, targets, *args, **kwargs):
+        loss = cross_entropy(logits, targets, *args, **kwargs)
+        if loss.requires_grad:  # training, not evaluation
+            seen.append(kwargs.get("label_smoothing", 0.0))
+        return loss
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", watched)
+    run_in_process(f"runs_root={tmp_path}", "data=synthetic", "data.num_train=128", "data.num_test=64",
+                   "batch_size=64", "epochs=1", "schedule.warmup_epochs=0", "aug=none", "aug.label_smoothing=0.3",
+                   "logger=none", "threads=1")
+    assert seen == [0.3, 0.3]
 
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])

@@ -10,6 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.processes
+
 PROGRAM = textwrap.dedent("""
     import os, signal
     import hydra_plugins.stemsweep_plugins.slurm_launcher  # what a submitit job unpickles first
