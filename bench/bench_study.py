@@ -28,17 +28,19 @@ def plan_seconds() -> float:
 
 
 def submit_seconds(partition: str) -> tuple[float, int]:
-    """Submit the paper study held, in-process after the imports (what the submit itself costs); cancel."""
+    """Submit the paper study held, in-process after the imports (what `stemsweep study run` costs once
+    its imports are done: finding the launcher, planning, submitting); cancel it."""
     code = f"""
 import time
 from stemsweep.study.spec import load_study
+from stemsweep.study.runner import study_launcher
 from stemsweep.study.slurm import submit_study
 overrides = ["runs_root={tempfile.mkdtemp()}", "hydra/launcher=slurm", "hydra.launcher.partition={partition}",
              "hydra.launcher.resources=launcher", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
              "hydra.launcher.timeout_min=10", "hydra.launcher.wait=false"]
 study = load_study("paper")
 started = time.perf_counter()
-jobs = submit_study(study, overrides, hold=True)
+jobs = submit_study(study, overrides, study_launcher(study, overrides), hold=True)
 print(time.perf_counter() - started, sum(len(ids) for ids in jobs.values()))
 print(" ".join(sorted({{j.split("_")[0] for ids in jobs.values() for j in ids}})))
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stemsweep.study.cost import Cost, MeasuredSpeeds, estimate, hours, sweep_wall_hours
 from stemsweep.study.spec import Stage, Study, stage_order
@@ -21,6 +22,7 @@ class PlannedStageRun:
     signature: str | None  # None: not known until its upstream tune has written the tuning
     status: str | None
     cost: Cost
+    config: Any = None  # the validated RunConfig (with tuning=none while its tune has not run)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class StagePlan:
     runs: list[PlannedStageRun] = field(default_factory=list)
     waits_on_tune: list[str] = field(default_factory=list)  # the tune stages whose tuning is not written yet
     parallel: int = 1  # runs at once, by the launcher's settings
+    launcher: Any = None  # the composed `hydra.launcher` of the stage's sweep
 
     def device_hours(self, device: str) -> float | None:
         costs = [r.cost for r in self.runs if r.cost.device == device]
@@ -71,14 +74,15 @@ def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: M
     arguments, pending = plannable_arguments(study, stage, overrides)
     plan.waits_on_tune = [t.name for t in pending]
     jobs, compose_job = compose_sweep(stage.sweep, arguments)
-    plan.parallel = launcher_parallelism(compose_job.sweep_config.hydra.launcher)
+    plan.launcher = compose_job.sweep_config.hydra.launcher
+    plan.parallel = launcher_parallelism(plan.launcher)
     with paths_unchecked():
         for job in jobs:
             cfg = validated_config(compose_job(job))
             signature = None if pending else run_signature(cfg)
             summary = RunDir(cfg.runs_root, signature).summary_or_none() if signature else None
             status = summary and summary["status"]
-            plan.runs.append(PlannedStageRun(job, signature, status, estimate(cfg, measured, status)))
+            plan.runs.append(PlannedStageRun(job, signature, status, estimate(cfg, measured, status), cfg))
     return plan
 
 

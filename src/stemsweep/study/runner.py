@@ -93,7 +93,7 @@ def study_launcher(study: Study, overrides: Sequence[str]) -> dict[str, Any] | N
 def _submit(study: Study, overrides: Sequence[str], launcher: dict[str, Any]) -> int:
     from stemsweep.study.slurm import submit_study, wait_for
 
-    jobs = submit_study(study, overrides)
+    jobs = submit_study(study, overrides, launcher)
     for stage in stage_order(study):
         ids = jobs.get(stage.name)
         print(f"{stage.name:18s} " + (f"{len(ids)} jobs: {', '.join(compact_jobs(ids))}" if ids else

@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from stemsweep.study.cost import MeasuredSpeeds  # noqa: E402
-from stemsweep.study.plan import plan_stage, plannable_arguments  # noqa: E402
+from stemsweep.study.plan import plan_stage  # noqa: E402
 from stemsweep.study.runner import StudyRecord  # noqa: E402
 from stemsweep.study.spec import Study, load_study, stage_order  # noqa: E402
 
@@ -110,12 +110,14 @@ def _executor(study: Study, runs_root: str, launcher: dict[str, Any], resources:
     return executor
 
 
-def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> dict[str, list[str]]:
+def submit_study(study: Study, overrides: Sequence[str], study_settings: dict[str, Any],
+                 hold: bool = False) -> dict[str, list[str]]:
     """Submit what is unfinished of every stage; returns {stage: job ids}. Dependencies name only jobs
-    still in the queue (SLURM refuses one on a job that ended long ago). `hold`: submitted held
-    (`sbatch --hold`), for a dry run on a real cluster."""
+    still in the queue (SLURM refuses one on a job that ended long ago). `study_settings`: the SLURM
+    launcher's (runner.study_launcher), which tune and report use; `hold`: submitted held (`sbatch
+    --hold`), for a dry run on a real cluster."""
     from hydra_plugins.stemsweep_plugins.slurm_launcher import job_resources
-    from stemsweep.sweep.plan import compose_sweep, slurm_queue
+    from stemsweep.sweep.plan import slurm_queue
 
     runs_root = study.runs_root(overrides)
     record = StudyRecord(study, runs_root)
@@ -132,9 +134,8 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
             submitted[stage.name] = earlier
             continue
         upstream = sorted({job.split("_")[0] for need in stage.needs for job in submitted.get(need, [])})
-        arguments, _ = plannable_arguments(study, stage, overrides)
-        jobs, compose_job = compose_sweep(stage.sweep, arguments)
-        launcher = launcher_settings(compose_job.sweep_config.hydra.launcher)
+        plan = plan_stage(study, stage, overrides, measured) if stage.kind == "sweep" else None
+        launcher = launcher_settings(plan.launcher) if plan else dict(study_settings)  # tune, report: the study's
         if hold:
             launcher["additional_parameters"] = {**(launcher.get("additional_parameters") or {}), "hold": True}
         task = StageTask(str(study.path.resolve()), stage.name, overrides)
@@ -145,16 +146,14 @@ def submit_study(study: Study, overrides: Sequence[str], hold: bool = False) -> 
                 continue
             ids.append(_executor(study, runs_root, launcher, SMALL_JOB, upstream, name).submit(task).job_id)
         else:
-            plan = plan_stage(study, stage, overrides, measured)
             groups: dict[tuple, list[int]] = defaultdict(list)
             after_source: list[tuple[int, tuple, str]] = []
             waiting = {r.signature for r in plan.runs if r.status not in ("done", "diverged")}
             for index, run in enumerate(plan.runs):
                 if run.status in ("done", "diverged"):
                     continue
-                composed = compose_job(jobs[index])
-                resources = job_resources(launcher.get("resources", "model"), composed, typed)
-                source = composed.get("init_from")
+                resources = job_resources(launcher.get("resources", "model"), run.config, typed)
+                source = run.config.init_from
                 if source in task_of_run or source in waiting:
                     after_source.append((index, resources, source))
                 else:
