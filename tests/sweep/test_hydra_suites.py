@@ -59,7 +59,7 @@ class TestLocalParallelLauncher(LauncherTestSuite):
             super().test_failure_preserves_task_traceback(hydra_sweep_runner, launcher_name, overrides, tmpdir)
 
 
-@pytest.mark.slow  # a Python process per test
+@pytest.mark.processes  # a Python process per test (make test-fast skips them)
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [(
     {"hydra": {"searchpath": [f"file://{CONF_DIR}"]},
      "defaults": [{"override hydra/launcher": "local_parallel"}, {"override hydra/job_logging": "disabled"}]},
