@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from tiny import COMMON, study, summaries
 
 from stemsweep.config import CONF_DIR
+
+pytestmark = pytest.mark.processes  # each stage's sweep is a process of its own
 
 
 def test_a_local_study_runs_its_stages_in_order_and_binds_each_to_what_came_before(local_study):
