@@ -58,14 +58,17 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from hydra.errors import HydraException
+
+    from stemsweep.study.runner import check_overrides
     from stemsweep.study.spec import load_study
 
     try:
         study = load_study(args.name)
+        check_overrides(args.overrides)
         if args.action == "run":
-            from stemsweep.study.runner import check_overrides, run_study
+            from stemsweep.study.runner import run_study
 
-            check_overrides(args.overrides)
             return run_study(study, args.overrides)
         if args.action == "plan":
             from stemsweep.study.plan import print_study_plan
@@ -76,6 +79,9 @@ def _study(args: argparse.Namespace) -> int:
 
         print(format_study(study_rows(study, args.overrides)))
         return 0
+    except HydraException as exc:  # an override that does not compose: Hydra's first line says which
+        print(f"stemsweep study: error: study {args.name!r}: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"stemsweep study: interrupted; run `stemsweep study run {args.name}` again to go on where it was",
               file=sys.stderr)

@@ -43,3 +43,16 @@ def test_an_unknown_study_names_the_ones_there_are():
     with pytest.raises(ConfigError, match="study 'nope' is not allowed: there is no .*nope.yaml; the studies are: "
                                           ".*mini, mini4, paper"):
         load_study("nope")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("notanoverride", "override 'notanoverride' is not allowed: give KEY=VALUE"),
+    ("model=nosuch", "study 'mini': In 'config': Could not find 'model/nosuch'"),
+    ("optimizer.lr=-1", "optimizer.lr=-1.0 is not allowed: it must be a positive number"),
+])
+def test_a_bad_override_to_a_study_command_is_one_line(capsys, override, message):
+    from stemsweep.cli import main
+
+    assert main(["study", "plan", "mini", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stemsweep study: error: ") and message in err and err.count("\n") == 1, err
