@@ -345,7 +345,7 @@ class RunConfig:
         spec = SIZES[self.model.size]
         family = spec.family
         if family == "vit":
-            size = self.data.image_size or NATIVE_IMAGE_SIZE.get(self.data.name) or spec.train_res
+            size = self.train_image_size()
             _require(
                 size % spec.patch_size == 0,
                 f"model={self.model.size} is not allowed with {size}×{size} images (data={self.data.name}): "
@@ -368,6 +368,12 @@ class RunConfig:
             f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs}: "
             "warm-up must end before the last epoch",
         )
+
+    def train_image_size(self) -> int:
+        """The resolution the run trains at: data.image_size, else the data set's own, else the model's."""
+        from stemsweep.models import SIZES
+
+        return self.data.image_size or NATIVE_IMAGE_SIZE.get(self.data.name) or SIZES[self.model.size].train_res
 
 
 def register_configs() -> None:

@@ -56,14 +56,6 @@ def train_images(cfg: RunConfig) -> int | None:
     return TRAIN_IMAGES.get(cfg.data.name)
 
 
-def resolution(cfg: RunConfig) -> int:
-    """The training resolution a run of this config uses (what its record's `image_size` says)."""
-    from stemsweep.config import NATIVE_IMAGE_SIZE
-    from stemsweep.models import SIZES
-
-    return cfg.data.image_size or NATIVE_IMAGE_SIZE.get(cfg.data.name) or SIZES[cfg.model.size].train_res
-
-
 def planned_device(cfg: RunConfig) -> tuple[str, int]:
     """The device type and count a run asks for: its model's resources (conf/model/), as SLURM gets them."""
     gpus = cfg.model.resources.gpus * cfg.model.resources.nodes
@@ -125,7 +117,7 @@ def estimate(cfg: RunConfig, measured: MeasuredSpeeds, status: str | None = None
     if status == "done":
         return Cost(device, devices, 0.0, 0.0, "done")
     stem = record_stem(cfg.stem.name)
-    model, size = paper_name(cfg.model.size, stem), resolution(cfg)
+    model, size = paper_name(cfg.model.size, stem), cfg.train_image_size()
     images = train_images(cfg)
     if images is None:
         return Cost(device, devices, None, None, f"unknown: the size of data set {cfg.data.name}")

@@ -33,12 +33,6 @@ class StagePlan:
     parallel: int = 1  # runs at once, by the launcher's settings
     launcher: Any = None  # the composed `hydra.launcher` of the stage's sweep
 
-    def device_hours(self, device: str) -> float | None:
-        costs = [r.cost for r in self.runs if r.cost.device == device]
-        if any(not c.known for c in costs):
-            return None
-        return sum(c.device_hours or 0.0 for c in costs)
-
     @property
     def wall_hours(self) -> float | None:
         return sweep_wall_hours([r.cost for r in self.runs], self.parallel)
