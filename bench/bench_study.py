@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_study.py [--repeat 3] [--no-slurm]
 
 Targets: `stemsweep study plan paper` ≤ 3 s, submitting every stage ≤ 15 s. Each plan runs in a fresh
-process, as a user's command does (imports included). The paper's resources (8 GPUs a run, days) do not
+process, as a user's command does (imports included): cold, with an empty folder of kept compositions
+(stemsweep/sweep/kept.py), and warm, the same command again. The paper's resources (8 GPUs a run, days) do not
 fit the local node, whose partition would reject them at submit, so the submit asks for the launcher's
 small resources instead (`hydra.launcher.resources=launcher`) and every job is submitted held (sbatch
 --hold) and cancelled at once: nothing trains. The SLURM part needs the local cluster (`scripts/local-slurm.sh
@@ -13,6 +14,7 @@ up`, then `eval "$(scripts/local-slurm.sh env)"`). Results go in docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -20,14 +22,19 @@ import tempfile
 import time
 
 
-def plan_seconds() -> float:
+def plan_seconds(kept: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "stemsweep.cli", "study", "plan", "paper", "--stages-only"], check=True,
-                   capture_output=True)
+                   capture_output=True, env={**os.environ, "STEMSWEEP_COMPOSE_CACHE": kept})
     return time.perf_counter() - started
 
 
-def submit_seconds(partition: str) -> tuple[float, int]:
+def cold_and_warm_plan() -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as kept:
+        return plan_seconds(kept), plan_seconds(kept)
+
+
+def submit_seconds(partition: str, kept: str) -> tuple[float, int]:
     """Submit the paper study held, in-process after the imports (what `stemsweep study run` costs once
     its imports are done: finding the launcher, planning, submitting); cancel it."""
     code = f"""
@@ -44,7 +51,8 @@ jobs = submit_study(study, overrides, study_launcher(study, overrides), hold=Tru
 print(time.perf_counter() - started, sum(len(ids) for ids in jobs.values()))
 print(" ".join(sorted({{j.split("_")[0] for ids in jobs.values() for j in ids}})))
 """
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.splitlines()
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "STEMSWEEP_COMPOSE_CACHE": kept}).stdout.splitlines()
     seconds, count = out[0].split()
     subprocess.run(["scancel", *out[1].split()], check=False)
     return float(seconds), int(count)
@@ -56,13 +64,21 @@ def main() -> None:
     parser.add_argument("--no-slurm", action="store_true")
     parser.add_argument("--partition", default="debug")
     args = parser.parse_args()
-    plans = [plan_seconds() for _ in range(args.repeat)]
-    each = ", ".join(f"{p:.2f}" for p in plans)
-    print(f"study plan paper: median {statistics.median(plans):.2f} s over {args.repeat} ({each})")
+    plans = [cold_and_warm_plan() for _ in range(args.repeat)]
+    for name, times in (("cold", [c for c, _ in plans]), ("warm", [w for _, w in plans])):
+        each = ", ".join(f"{t:.2f}" for t in times)
+        print(f"study plan paper, {name}: median {statistics.median(times):.2f} s over {args.repeat} ({each})")
     if not args.no_slurm:
-        submits = [submit_seconds(args.partition) for _ in range(args.repeat)]
-        print(f"submit the paper study (held): median {statistics.median(s for s, _ in submits):.2f} s over "
-              f"{args.repeat}, {submits[0][1]} jobs")
+        for name in ("cold", "warm"):
+            submits = []
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as kept:
+                    if name == "warm":
+                        plan_seconds(kept)
+                    submits.append(submit_seconds(args.partition, kept))
+            each = ", ".join(f"{s:.2f}" for s, _ in submits)
+            print(f"submit the paper study (held), {name}: median {statistics.median(s for s, _ in submits):.2f} s "
+                  f"over {args.repeat} ({each}), {submits[0][1]} jobs")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def _run_one(study: Study, stage: Stage, overrides: Sequence[str], index: int) -
     from stemsweep.run import run
     from stemsweep.sweep.plan import compose_sweep
 
-    jobs, compose_job = compose_sweep(stage.sweep, stage_arguments(study, stage, overrides))
+    # What trains is Hydra's own composition, not a kept one (sweep/kept.py): planning only reads those.
+    jobs, compose_job = compose_sweep(stage.sweep, stage_arguments(study, stage, overrides), kept=False)
     return run(compose_job(jobs[index]))
 
 

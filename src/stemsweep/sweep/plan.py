@@ -8,9 +8,9 @@ command-line overrides compose on top, replacing a grid's axis of the same name.
 
 from __future__ import annotations
 
-import copy
 import functools
 import getpass
+import pickle
 import shutil
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.version import __version__ as omegaconf_version
 
 from stemsweep.record.rundir import RunDir
+from stemsweep.sweep.kept import KeptCompositions
 
 OMEGACONF_2_4 = tuple(int(part) for part in omegaconf_version.split(".")[:2]) >= (2, 4)
 
@@ -70,19 +71,24 @@ class JobComposer:
     """
 
     def __init__(self, loader: Any, config_name: str = "config", fixed: Sequence[str] = (),
-                 cache_from: DictConfig | None = None):
+                 cache_from: DictConfig | None = None, kept: bool = False):
         self.loader, self.config_name, self.fixed, self.cache_from = loader, config_name, list(fixed), cache_from
         self.parser = OverridesParser.create()
-        self.bases: dict[tuple[str, ...], DictConfig] = {}
+        self.parsed: dict[str, Any] = {}  # each override parsed once: sweeps repeat them job after job
+        # Each distinct composition, pickled: unpickling copies a config 5× faster than copy.deepcopy
+        # (docs/benchmarks.md, "Studies"), and a job's value overrides must not reach the next job.
+        self.bases: dict[tuple[str, ...], bytes] = {}
+        self.kept = KeptCompositions.of(loader, config_name) if kept else None
         self.sweep_config: DictConfig | None = None  # the whole sweep's, `hydra` node included (compose_sweep)
 
     @classmethod
-    def of_sweep(cls, loader: Any, sweep_config: DictConfig) -> JobComposer:
+    def of_sweep(cls, loader: Any, sweep_config: DictConfig, kept: bool = False) -> JobComposer:
         """The composer of a multirun's jobs, as Hydra's launchers compose them (load_sweep_config): the
         command line's hydra overrides come first, unresolved, so that `hydra.sweep.subdir=${hydra.job.num}`
-        or `${hydra.job.override_dirname}` are resolved per job, not in the sweep's config."""
+        or `${hydra.job.override_dirname}` are resolved per job, not in the sweep's config. `kept`: read
+        and keep compositions on disk (sweep/kept.py), for planning commands."""
         composer = cls(loader, sweep_config.hydra.job.config_name, fixed=raw_overrides(sweep_config, "hydra"),
-                       cache_from=sweep_config)
+                       cache_from=sweep_config, kept=kept)
         composer.sweep_config = sweep_config
         return composer
 
@@ -97,21 +103,40 @@ class JobComposer:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         structural, values = [], []
-        for override in self.parser.parse_overrides(list(overrides)):
+        for override in map(self._parse, overrides):
             is_value = (not override.is_hydra_override() and override.package is None
                         and not self.loader.repository.group_exists(override.key_or_group))
             (values if is_value else structural).append(override)
         key = tuple(o.input_line for o in structural)
         if key not in self.bases:
-            base = self.full(list(key))
-            with open_dict(base):
-                del base["hydra"]
-            self.bases[key] = base
-        cfg = copy.deepcopy(self.bases[key])
+            self.bases[key] = self._base(key)
+        cfg = pickle.loads(self.bases[key])
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)  # as Hydra applies them after composing
         if self.cache_from is not None:
             OmegaConf.copy_cache(from_config=self.cache_from, to_config=cfg)  # e.g. ${now:} as the sweep's
         return cfg
+
+    def _parse(self, override: str) -> Any:
+        if override not in self.parsed:
+            [self.parsed[override]] = self.parser.parse_overrides([override])
+        return self.parsed[override]
+
+    def _base(self, key: tuple[str, ...]) -> bytes:
+        """The composition of the config-group overrides `key`, pickled: kept on disk, else Hydra's."""
+        every = [*self.fixed, *key]
+        if self.kept is not None and (pickled := self.kept.get(every)) is not None:
+            try:
+                pickle.loads(pickled)
+                return pickled
+            except Exception:  # noqa: BLE001 - an entry cut short or from another pickle: compose again
+                pass
+        base = self.full(list(key))
+        with open_dict(base):
+            del base["hydra"]
+        pickled = pickle.dumps(base)
+        if self.kept is not None:
+            self.kept.put(every, pickled)
+        return pickled
 
 
 def raw_overrides(sweep_config: DictConfig, kind: str) -> list[str]:
@@ -213,7 +238,7 @@ def config_loader() -> Any:
 
 @functools.cache
 def _composer() -> JobComposer:
-    return JobComposer(config_loader())
+    return JobComposer(config_loader(), kept=True)
 
 
 def compose(overrides: Sequence[str]) -> Any:
@@ -228,7 +253,8 @@ def signature_of_overrides(overrides: str) -> str:
     return run_dir_of(compose(overrides.split())).signature
 
 
-def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[list[str]], JobComposer]:
+def compose_sweep(sweep: str | None, overrides: Sequence[str],
+                  kept: bool = True) -> tuple[list[list[str]], JobComposer]:
     """The jobs of `python -m stemsweep.run -m +sweeps=NAME OVERRIDES` (None: of the overrides alone, a
     grid of the command line), and a function composing one job's config: the sweep's config is
     composed for a multirun (sweeping overrides such as `seed=0,1` or `seed=range(3)` are allowed) and
@@ -236,7 +262,8 @@ def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[lis
     the sweep launches.
 
     Composes with a config loader of its own, as the sweeper does inside Hydra, not through
-    hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken.
+    hydra.initialize: that sets a process-wide GlobalHydra which a second call would find taken. The
+    jobs' compositions are kept on disk between commands unless `kept` is false (sweep/kept.py).
     """
     from hydra.types import RunMode
 
@@ -246,7 +273,7 @@ def compose_sweep(sweep: str | None, overrides: Sequence[str]) -> tuple[list[lis
                                              from_shell=False)
     sweeper = sweep_config.hydra.sweeper
     jobs = sweep_jobs(sweeper.get("grids"), sweeper.get("params"), raw_overrides(sweep_config, "task"))
-    return jobs, JobComposer.of_sweep(loader, sweep_config)
+    return jobs, JobComposer.of_sweep(loader, sweep_config, kept=kept)
 
 
 def sweep_file_problem(name: str) -> str | None:
