@@ -47,7 +47,7 @@ test-hydra14: setup
 # The inner loop (under 3 minutes on 2 cores): every test but the real-SLURM ones and those that train
 # in processes of their own; `make test` runs them all.
 test-fast: setup
-	$(PY) -m pytest -m "not slurm and not processes" --durations=12
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slurm and not processes" --durations=12
 
 demo: setup
 	$(PY) -m stemsweep.run

@@ -27,8 +27,9 @@ export STEMSWEEP_REQUIRE_SLURM=${STEMSWEEP_REQUIRE_SLURM:-1}  # fail, don't skip
 
 # Hydra 1.4's share: the plugin suites, the sweep planning and real short sweeps (local and SLURM). It
 # mostly waits, as the main run does, on subprocesses and SLURM jobs, so the two share the cores well.
-# Its SLURM jobs go first, done before the main run's SLURM tests (which count on the node's CPUs) start.
+# Its few SLURM jobs share the node with the main run's (the tests take only upper bounds on the node).
 hydra14_tests=(tests/slurm/test_hydra_suites_slurm.py tests/sweep/test_hydra_suites.py tests/sweep/test_plan.py
+  tests/sweep/test_kept.py
   tests/sweep/test_launch.py::test_a_sweep_with_its_subfolders_named_by_override_dirname_runs_on_both_local_launchers)
 hydra14=${STEMSWEEP_HYDRA14:-$(($# == 0))}
 hydra14_pytest() {
@@ -46,7 +47,8 @@ if [[ $hydra14 == 1 ]]; then
   hydra14_pid=$!
 fi
 
-.venv/bin/python -m pytest --durations=12 "${@:-tests}"  # the slowest, to keep the suite under 10 min
+# Two workers side by side (pytest-xdist), a test file a unit and the SLURM tests one unit: tests/conftest.py.
+.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=12 "${@:-tests}"
 rc=$?
 ((rc == 5)) && echo "run-tests: pytest collected no tests (exit 5): that is a failure" >&2
 if [[ -n ${hydra14_pid:-} ]]; then

@@ -17,6 +17,51 @@ from pathlib import Path
 
 import pytest
 
+# `make test` runs the tests on two workers side by side (pytest-xdist: -n 2 --dist loadfile
+# --no-loadscope-reorder, scripts/run-tests.sh): the suite waits on subprocesses, kernels and SLURM jobs
+# for much of its time, one core idle, and a second worker fills it. A unit of work is a test file, so
+# its module fixtures are made once, except that every SLURM test file is in one unit, run one after
+# another on one worker: they share the one node's 4 CPUs and some count on them. The slowest units go
+# first (measured: docs/benchmarks.md, "The test suite"), the rest in file order, so that neither worker
+# is left with a long unit at the end.
+SLURM_UNIT = "slurm"
+SLOWEST_FIRST = (SLURM_UNIT, "tests/analysis/test_notebooks.py", "tests/test_interrupt.py",
+                 "tests/study/test_study_local.py", "tests/bench/test_gpu_check.py", "tests/sweep/test_launch.py",
+                 "tests/test_run.py", "tests/train/test_ddp.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test runs in: its file, or SLURM_UNIT for tests/slurm/ and *_slurm.py files."""
+    path = nodeid.split("::", 1)[0]
+    return SLURM_UNIT if path.startswith("tests/slurm/") or path.endswith("_slurm.py") else path
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is a dev dependency; without it the tests run one after another
+    pass
+else:
+    class WorkUnits(LoadScopeScheduling):
+        """xdist's loadfile with the SLURM files as one unit. (Not loadgroup with xdist_group marks: from
+        pytest 9 on a node's id is no longer `_nodeid`, which loadgroup rewrites, so its groups split.)"""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        return WorkUnits(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    misplaced = [item.nodeid for item in items if (item.get_closest_marker("slurm") or "slurm_cluster" in
+                 getattr(item, "fixturenames", ())) and work_unit(item.nodeid) != SLURM_UNIT]
+    if misplaced:
+        raise pytest.UsageError(f"{misplaced[0]} needs SLURM: put it in tests/slurm/ or a *_slurm.py file, so "
+                                "that it runs in the one unit of SLURM tests (tests/conftest.py)")
+    order = {unit: rank for rank, unit in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: order.get(work_unit(item.nodeid), len(order)))  # stable: file order otherwise
+
 
 def pytest_configure(config):
     # Kept Hydra compositions (stemsweep/sweep/kept.py) go to a folder of this session, not the user's
