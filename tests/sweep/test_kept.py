@@ -125,3 +125,23 @@ def test_the_default_folder_is_the_users_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_folder() == tmp_path / "stemsweep" / "compose"
     assert KeptCompositions.of(object(), "config").folder == tmp_path / "stemsweep" / "compose"
+
+
+def test_an_entry_unread_for_weeks_goes_the_next_time_one_is_kept_and_a_read_one_stays(own_conf, tmp_path):
+    import os
+    import time
+
+    from stemsweep.sweep.kept import UNUSED_DAYS
+
+    _, composer = own_conf
+    composer()(JOB)
+    composer()(["model=regnety_xs", "stem=none"])
+    first, second = sorted(entries(tmp_path / "kept"), key=lambda p: p.stat().st_mtime_ns)
+    weeks_ago = time.time() - (UNUSED_DAYS + 1) * 86400
+    for entry in (first, second):
+        os.utime(entry, (weeks_ago, weeks_ago))
+    composer()(JOB)  # reads one of the two: it is touched
+    assert len(entries(tmp_path / "kept")) == 2
+    composer()(["model=vit_xs", "stem=conv"])  # keeps a third: the one no one read goes
+    kept = entries(tmp_path / "kept")
+    assert len(kept) == 2 and all(p.stat().st_mtime > weeks_ago + 86400 for p in kept)

@@ -18,7 +18,9 @@ can never be stale, only unused:
 What is kept is the composed config with its interpolations unresolved (`hydra` node dropped), as
 JobComposer would compose it: everything resolved later (lr/wd, signatures, `${now:}`) is not kept.
 An entry that cannot be read is composed again and rewritten; entries are written atomically, so
-concurrent commands can share the folder.
+concurrent commands can share the folder. Every change of the configs or the code starts a new set of
+entries (about 15 kB each), so reading an entry touches it and an entry unread for UNUSED_DAYS is removed
+the next time something is kept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from typing import Any
 CACHE_VARIABLE = "STEMSWEEP_COMPOSE_CACHE"
 OFF = ("0", "off", "false", "no")
 ENV_REFERENCE = re.compile(rb"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+UNUSED_DAYS = 14
 
 
 def cache_folder() -> Path | None:
@@ -99,14 +103,21 @@ class KeptCompositions:
         return self.folder / key[:2] / f"{key}.pickle"
 
     def get(self, overrides: Sequence[str]) -> bytes | None:
+        path = self._path(overrides)
         try:
-            return self._path(overrides).read_bytes()
+            pickled = path.read_bytes()
         except OSError:
             return None
+        try:
+            os.utime(path)  # used: not pruned
+        except OSError:
+            pass
+        return pickled
 
     def put(self, overrides: Sequence[str], pickled: bytes) -> None:
         """Keep one composition; a folder that cannot be written keeps nothing (planning goes on)."""
         path = self._path(overrides)
+        self._prune()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
@@ -114,6 +125,18 @@ class KeptCompositions:
             os.replace(tmp.name, path)
         except OSError:
             return
+
+
+    @functools.cache  # noqa: B019 - once per instance (a planning command has one or two)
+    def _prune(self) -> None:
+        """Remove the entries no command has read for UNUSED_DAYS (once for each composer that keeps one)."""
+        old = time.time() - UNUSED_DAYS * 86400
+        for entry in self.folder.glob("*/*.pickle"):
+            try:
+                if entry.stat().st_mtime < old:
+                    entry.unlink()
+            except OSError:
+                continue
 
 
 @functools.cache
