@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +198,28 @@ def test_past_max_bad_files_the_run_stops_with_one_line_and_is_failed(root, tmp_
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error_message"] == line.removeprefix("stemsweep: ")
     assert summary["bad_files"]["count"] == int(match[1]) and summary["bad_files"]["first"][:3] == named
+
+
+@pytest.mark.processes
+def test_with_two_processes_the_one_that_crosses_the_limit_stops_with_the_other_and_the_line(root, tmp_path):
+    """Only one process meets the bad file (its half of a batch); stopping alone, it would leave the
+    other waiting in the next gradient all-reduce, until torchrun ended it. Both stop at the same step."""
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=lambda folder, names: [n for n in names if n in {  # its index: made anew
+        "corrupt.jpg", "empty.jpg", "text.jpg", ".stemsweep-index"} or (n == "cut.jpg" and "val" in folder)])
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29534",
+           "-m", "stemsweep.run", "model=vit_xs", "data=imagenet", f"data.root={data}", "data.image_size=32",
+           "batch_size=8", "epochs=2", "logger=none", "threads=1", "data.pipeline=cpu", "data.num_workers=0",
+           "data.max_bad_files=0", f"runs_root={tmp_path / 'runs'}"]
+    result = subprocess.run(run, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    out = result.stdout + result.stderr
+    cut = data / "train/a/cut.jpg"
+    line = (f"stemsweep: data.max_bad_files=0 is exceeded: 1 file cannot be read or decoded ({cut}); list them "
+            f"all with `stemsweep check-data {data}`, then remove or replace them, or raise data.max_bad_files")
+    assert result.returncode != 0 and out.count(line) == 2, out[-4000:]  # each process, with the line
+    assert out.count(f"cannot read or decode {cut}") == 1, out[-4000:]  # met by one of them
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error_message"] == line.removeprefix("stemsweep: ")
+    assert summary["bad_files"] == {"count": 1, "first": [str(cut)]}

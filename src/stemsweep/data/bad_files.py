@@ -68,9 +68,14 @@ class BadFiles:
     The process that meets a file first logs it. Without a record file (`path` None: a data set used
     outside a run), each process counts its own."""
 
-    def __init__(self, path: Path | None = None, limit: int = 100, root: str | None = None):
-        self.path, self.limit, self.root = path, limit, root
+    def __init__(self, path: Path | None = None, limit: int = 100, root: str | None = None,
+                 stop_at_limit: bool = True):
+        """`stop_at_limit` False: past the limit, `record` goes on replacing or leaving out, and the caller
+        asks `exceeded()` at points where every process can stop together (data-parallel training: a
+        process that stopped alone would leave the others waiting in their next collective)."""
+        self.path, self.limit, self.root, self.stop_at_limit = path, limit, root, stop_at_limit
         self._seen: dict[str, None] = {}  # without a record file
+        self._read: tuple[int, bool] = (-1, False)  # the record file's size when last read, and the answer
 
     def paths(self) -> list[str]:
         """The distinct files met so far, in the order they were first met."""
@@ -86,6 +91,7 @@ class BadFiles:
     def clear(self) -> None:
         """Forget the files met so far (a run that starts again from its first step meets them again)."""
         self._seen.clear()
+        self._read = (-1, False)
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
@@ -104,8 +110,21 @@ class BadFiles:
                     os.write(fd, (json.dumps(error.path) + "\n").encode())
                 finally:
                     os.close(fd)
-        if len(known) > self.limit:
+        if len(known) > self.limit and self.stop_at_limit:
             raise self.too_many(known)
+
+    def exceeded(self) -> bool:
+        """Whether any process has met more distinct files than the limit (asked after every step: the
+        record file is read again only when it has grown)."""
+        if self.path is None:
+            return len(self._seen) > self.limit
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size != self._read[0]:
+            self._read = (size, len(self.paths()) > self.limit)
+        return self._read[1]
 
     def too_many(self, paths: list[str] | None = None) -> TooManyBadFiles:
         paths = self.paths() if paths is None else paths

@@ -249,6 +249,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
                 log.warning("epoch %d: the loss is not finite: run %s diverged", state.epoch + 1, run.signature)
                 break
             row = evaluate(t, state, sums.totals())
+            if t.flags.now(t.bad_files.exceeded())[0]:  # crossed by any process, in training or evaluation
+                raise t.bad_files.too_many()
             state.end_epoch(row)
             save_checkpoint(t, state)
             summary = record_epoch(t, state, summary, tracker, row)
@@ -284,7 +286,9 @@ def prepare(cfg: RunConfig, run: RunDir, summary: dict[str, Any], env: DistEnv,
         # Input shapes are fixed for a run, so cuDNN's per-shape algorithm search pays off (the conv
         # stems, RegNetY); the authors' pycls turns it on by default too (CUDNN.BENCHMARK).
         torch.backends.cudnn.benchmark = True
-    bad_files = BadFiles(run.path / RECORD_NAME, cfg.data.max_bad_files, cfg.data.root)
+    # With several processes, one that meets the file past the limit goes on like the others, and all
+    # stop at the same step (train_epoch, train): stopping alone, it would leave them in a collective.
+    bad_files = BadFiles(run.path / RECORD_NAME, cfg.data.max_bad_files, cfg.data.root, stop_at_limit=not env.enabled)
     data = build_data(cfg.data, cfg.aug, SIZES[cfg.model.size].train_res, SIZES[cfg.model.size].test_res,
                       device.type, bad_files, index_cache=Path(cfg.runs_root) / INDEX_CACHE)
     _require_divisible(cfg.batch_size, env)
@@ -372,7 +376,10 @@ def train_epoch(t: Training, state: RunState, sums: EpochSums) -> EpochEnd:
             return EpochEnd.NOT_FINITE
         if last:
             return EpochEnd.DONE  # the epoch's end is checkpointed after its evaluation
-        stop_now, checkpoint_now = t.flags.after_next_step(t.stop.requested, t.clock.due(step + 1))
+        stop_now, checkpoint_now, too_many = t.flags.after_next_step(t.stop.requested, t.clock.due(step + 1),
+                                                                     t.bad_files.exceeded())
+        if too_many:  # data.max_bad_files, crossed by any process: every process stops at this step
+            raise t.bad_files.too_many()
         if stop_now or checkpoint_now:  # the same step on every process: collectives are safe
             state.within_epoch(i + 1, sums.totals())
             save_checkpoint(t, state, wait=stop_now)
