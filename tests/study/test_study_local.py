@@ -73,4 +73,4 @@ def test_the_plan_of_new_runs_costs_them_at_the_speed_the_study_measured(local_s
     lrwd = [line for line in lines if "lrwd.draw=" in line]
     assert len(lrwd) == 4 and all("measured (" in line and " new " in line for line in lrwd), lines
     done = study("plan", str(path))
-    assert all(" 0 cpu-h  done" in line for line in done.stdout.splitlines() if "lrwd.draw=" in line), done.stdout
+    assert all(" 0 CPU-h  done" in line for line in done.stdout.splitlines() if "lrwd.draw=" in line), done.stdout

@@ -28,6 +28,7 @@ from stemsweep import PAPER_DIR
 from stemsweep.config import RunConfig
 from stemsweep.models.stems import record_stem
 
+UNITS = {"cuda": "GPU-h", "cpu": "CPU-h"}  # what a run's device_hours are counted in
 PAPER_GPUS = 8  # the time column is minutes per ImageNet-1k epoch on 8 V100
 PAPER_RESOLUTION = 224
 # Training images per epoch of each data set (the published train splits; ImageNet-21k: the fall 2011
@@ -46,6 +47,10 @@ class Cost:
     @property
     def known(self) -> bool:
         return self.device_hours is not None
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.device]
 
 
 def train_images(cfg: RunConfig) -> int | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemsweep.study.cost import Cost, MeasuredSpeeds, estimate, hours, sweep_wall_hours
+from stemsweep.study.cost import UNITS, Cost, MeasuredSpeeds, estimate, hours, sweep_wall_hours
 from stemsweep.study.spec import Stage, Study, stage_order
 
 
@@ -97,7 +97,7 @@ def plan_study(study: Study, overrides: Sequence[str] = ()) -> list[StagePlan]:
 def cost_line(costs: Sequence[Cost], wall: float | None, parallel: int) -> str:
     """'12.3 GPU-h + 0.4 CPU-h, wall 5.1 h at 64 at once' (unknown where any run's cost is)."""
     parts = []
-    for device, unit in (("cuda", "GPU-h"), ("cpu", "CPU-h")):
+    for device, unit in UNITS.items():
         those = [c for c in costs if c.device == device]
         if those:
             known = all(c.known for c in those)
@@ -131,7 +131,7 @@ def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = T
             common = {*study.overrides, *overrides}
             for run in plan.runs:
                 print(f"  {run.signature or '(after tune)':12s} {run.status or 'new':9s} "
-                      f"{hours(run.cost.device_hours):>8s} {run.cost.device}-h  {run.cost.source:28s} "
+                      f"{hours(run.cost.device_hours):>8s} {run.cost.unit}  {run.cost.source:28s} "
                       f"{' '.join(o for o in run.overrides if o not in common)}")
     total_wall = None if any(w is None for w in walls) else sum(w or 0.0 for w in walls)
     print(f"\ntotal: {len(all_costs)} runs, {sum(c.source != 'done' for c in all_costs)} to train; "

@@ -325,7 +325,7 @@ def print_plan(sweep: str, overrides: Sequence[str]) -> int:
             measured = MeasuredSpeeds.from_runs_roots([run.runs_root])
         cost = estimate(run.config, measured, run.status)
         costs.append(cost)
-        print(f"{run.signature}  {run.status or 'new':8s}  {hours(cost.device_hours):>8s} {cost.device}-h  "
+        print(f"{run.signature}  {run.status or 'new':8s}  {hours(cost.device_hours):>8s} {cost.unit}  "
               f"{cost.source:28s} {' '.join(run.overrides)}")
     parallel = launcher_parallelism(compose_job.sweep_config.hydra.launcher)
     print(f"{len(jobs)} runs: {cost_line(costs, sweep_wall_hours(costs, parallel), parallel)}")
