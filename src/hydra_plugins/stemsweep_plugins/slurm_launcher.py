@@ -107,7 +107,7 @@ class StemsweepSlurmLauncher(SlurmLauncher):
             log.info("submitted %d jobs with %s: %s", len(submitted), dict(resources) or "the launcher's resources",
                      " ".join(job.job_id for job in submitted))
         if self.wait:
-            return [job.results()[0] for job in jobs]
+            return [job_result(job) for job in jobs]
         log.info("detached: %d jobs queued; follow them with `stemsweep status %s`", len(jobs),
                  self.config.get("runs_root", "runs"))
         return [JobReturn(overrides=list(o), status=JobStatus.UNKNOWN) for o in job_overrides]
@@ -135,6 +135,32 @@ class StemsweepSlurmLauncher(SlurmLauncher):
 
     def _executor(self, submitit: Any, resources: Dict[str, Any]) -> Any:
         return slurm_executor(self.params["submitit_folder"], self.params, resources)
+
+
+def job_result(job: Any, settle_s: float = 10.0) -> Any:
+    """`job.results()[0]`, waited for again while SLURM still has the job in its queue. submitit reads a
+    requeued job's state from sacct; read between the end of the interrupted start (FAILED) and the
+    requeue, that state looks final, submitit stops watching the job and raises, and a blocking sweep
+    reported a failure while its run went on (seen on the local SLURM with `scancel --full --signal=USR1`).
+    So on that error the queue is asked for up to `settle_s` (SLURM takes a moment to requeue), and a job
+    found in it is waited for again, with submitit's cached states cleared."""
+    import time
+
+    from submitit.core.utils import UncompletedJobError
+
+    from stemsweep.sweep.plan import in_queue, slurm_queue
+
+    while True:
+        try:
+            return job.results()[0]
+        except UncompletedJobError:
+            deadline = time.monotonic() + settle_s
+            while not in_queue(job.job_id, slurm_queue()):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+            log.info("job %s is back in the queue (requeued): waiting for it again", job.job_id)
+            job.watcher.clear()
 
 
 def slurm_executor(folder: str, params: Dict[str, Any], resources: Dict[str, Any]) -> Any:

@@ -31,6 +31,7 @@ from stemsweep.study.cost import MeasuredSpeeds  # noqa: E402
 from stemsweep.study.plan import plan_stage  # noqa: E402
 from stemsweep.study.runner import StudyRecord  # noqa: E402
 from stemsweep.study.spec import Study, load_study, stage_order  # noqa: E402
+from stemsweep.sweep.plan import in_queue  # noqa: E402
 
 # What `tune` and `report` ask for: a small CPU job.
 SMALL_JOB = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None, "cpus_per_task": 1, "mem_gb": 4,
@@ -64,11 +65,6 @@ def max_array_size() -> int:
         return 1001
     found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
     return int(found.group(1)) if found else 1001
-
-
-def in_queue(job: str, queued: set[str]) -> bool:
-    """Whether job `job` (an array `123`, a task `123_4`, a plain job) still has anything in the queue."""
-    return job in queued or any(q.startswith(f"{job}_") for q in queued)
 
 
 class StageTask:

@@ -212,6 +212,11 @@ def slurm_queue() -> set[str]:
     return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
+def in_queue(job: str, queued: set[str]) -> bool:
+    """Whether job `job` (an array `123`, a task `123_4`, a plain job) still has anything in the queue."""
+    return job in queued or any(q.startswith(f"{job}_") for q in queued)
+
+
 def register_with_omegaconf() -> None:
     """What composing conf/ needs registered first (idempotent): the schema its defaults list names,
     and the `${run_signature:…}` resolver of its fine-tuning stage."""
