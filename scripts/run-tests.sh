@@ -29,7 +29,6 @@ export STEMSWEEP_REQUIRE_SLURM=${STEMSWEEP_REQUIRE_SLURM:-1}  # fail, don't skip
 # mostly waits, as the main run does, on subprocesses and SLURM jobs, so the two share the cores well.
 # Its few SLURM jobs share the node with the main run's (the tests take only upper bounds on the node).
 hydra14_tests=(tests/slurm/test_hydra_suites_slurm.py tests/sweep/test_hydra_suites.py tests/sweep/test_plan.py
-  tests/sweep/test_kept.py
   tests/sweep/test_launch.py::test_a_sweep_with_its_subfolders_named_by_override_dirname_runs_on_both_local_launchers)
 hydra14=${STEMSWEEP_HYDRA14:-$(($# == 0))}
 hydra14_pytest() {

@@ -63,22 +63,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: order.get(work_unit(item.nodeid), len(order)))  # stable: file order otherwise
 
 
-def pytest_configure(config):
-    # Kept Hydra compositions (stemsweep/sweep/kept.py) go to a folder of this session, not the user's
-    # ~/.cache; the tests' subprocesses inherit it.
-    if "STEMSWEEP_COMPOSE_CACHE" not in os.environ:
-        import tempfile
-
-        os.environ["STEMSWEEP_COMPOSE_CACHE"] = config._stemsweep_compose_cache = tempfile.mkdtemp(
-            prefix="stemsweep-compose-")
-
-
 def pytest_unconfigure(config):
-    folder = getattr(config, "_stemsweep_compose_cache", None)
-    if folder:
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
     if not any(line.startswith("slurm:") for line in config.getini("markers")):  # pyproject has it
         config.addinivalue_line(
             "markers", "slurm: needs the local single-node SLURM cluster (scripts/local-slurm.sh up)"
@@ -165,7 +150,7 @@ def run_in_process(caplog):
     import torch
 
     from stemsweep.run import run
-    from stemsweep.sweep.plan import compose
+    from stemsweep.compose import compose
 
     threads = torch.get_num_threads()  # a run's `threads` sets it for the whole process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stemsweep.config import ConfigError, paths_unchecked, validated_config
-from stemsweep.sweep.plan import compose
+from stemsweep.compose import compose
 
 
 def test_a_bad_value_in_the_fine_tuning_source_is_its_one_line_config_error(tmp_path):

@@ -1,10 +1,15 @@
-"""The `stemsweep` command: one subcommand per job; each lives in the module that owns it."""
+"""The `stemsweep` command: one subcommand per job; each lives in the module that owns it.
+
+Each subcommand imports its module when it runs (deferred for start-up speed: `plan` needs Hydra,
+`report` pandas and matplotlib, `check-data` torch; none needs the others')."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+from stemsweep.errors import ConfigError
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -17,13 +22,15 @@ def _models(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from stemsweep.sweep.plan import print_plan
 
-    return print_plan(args.sweep, args.overrides)
+    print_plan(args.sweep, args.overrides)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from stemsweep.sweep.status import print_status
 
-    return print_status(args.path)
+    print_status(args.path)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -58,30 +65,21 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from hydra.errors import HydraException
-
-    from stemsweep.study.runner import check_overrides
+    from stemsweep.study.plan import print_study_plan
+    from stemsweep.study.runner import check_overrides, run_study
     from stemsweep.study.spec import load_study
+    from stemsweep.study.status import format_study, study_rows
 
     try:
         study = load_study(args.name)
         check_overrides(args.overrides)
         if args.action == "run":
-            from stemsweep.study.runner import run_study
-
-            return run_study(study, args.overrides)
+            return run_study(study, args.overrides, wait=args.wait)
         if args.action == "plan":
-            from stemsweep.study.plan import print_study_plan
-
             print_study_plan(study, args.overrides, show_runs=not args.stages_only)
             return 0
-        from stemsweep.study.status import format_study, study_rows
-
         print(format_study(study_rows(study, args.overrides)))
         return 0
-    except HydraException as exc:  # an override that does not compose: Hydra's first line says which
-        print(f"stemsweep study: error: study {args.name!r}: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"stemsweep study: interrupted; run `stemsweep study run {args.name}` again to go on where it was",
               file=sys.stderr)
@@ -108,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep stage, e.g. runs_root=… "
                                                 "hydra/launcher=slurm")
     p.add_argument("--stages-only", action="store_true", help="plan: one line per stage, not per run")
+    p.add_argument("--wait", action="store_true", help="run on SLURM: wait until the study ends (by default "
+                                                       "it returns once every stage is submitted)")
     p.set_defaults(func=_study)
 
     p = sub.add_parser("status", help="a table of the runs of a sweep or runs directory")
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
         return code
-    except (ValueError, FileNotFoundError) as exc:
+    except ConfigError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
         print(f"stemsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

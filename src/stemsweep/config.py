@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from stemsweep.errors import ConfigError
 from stemsweep.models import SIZES
 from stemsweep.models.stems import CONFIG_STEMS, NO_STEM, VIT_STEMS
 
@@ -38,10 +39,6 @@ def paths_unchecked() -> Iterator[None]:
         yield
     finally:
         _CHECK_PATHS = previous
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message is one line for the user."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -413,6 +410,22 @@ def log_uniform_draw(low: float, high: float, seed: int, draw: int, axis: int) -
 
     u = np.random.default_rng([seed, draw]).random(2)[axis]
     return float(f"{math.exp(math.log(low) + u * (math.log(high) - math.log(low))):.4g}")
+
+
+LRWD_ORIGINS = ("draw", "given", "tuning", "model")
+
+
+def lrwd_origin(cfg: RunConfig) -> str:
+    """Where resolve_hyperparameters takes a run's (lr, wd) from (call it before): `draw` (an lr/wd
+    stability draw), `given` (optimizer.lr and .wd set), `tuning` (the tuning's entry for this model
+    size, stem and optimizer) or `model` (the model's own tuned values, conf/model/)."""
+    opt = cfg.optimizer
+    if cfg.lrwd.draw is not None:
+        return "draw"
+    if opt.lr is not None and opt.wd is not None:
+        return "given"
+    tuned = getattr(getattr(cfg.tuning.get(cfg.model.size), cfg.stem.name, None) or TunedLrWd(), opt.name)
+    return "tuning" if tuned is not None else "model"
 
 
 def resolve_hyperparameters(cfg: RunConfig) -> RunConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stemsweep.config import ConfigError, RunConfig
-from stemsweep.record.checkpoint import checkpoint_signature
+from stemsweep.checkpoint_file import checkpoint_signature
 
 NOT_IDENTITY = {
     "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",

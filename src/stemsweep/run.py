@@ -26,7 +26,7 @@ from stemsweep.identity import identity_signature, run_identity
 from stemsweep.record import summary as record
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.sweep.plan import register_with_omegaconf
+from stemsweep.compose import override_key, register_with_omegaconf, sweep_file_problem
 
 log = logging.getLogger("stemsweep")
 
@@ -196,11 +196,9 @@ def interrupted(exc: KeyboardInterrupt) -> None:
 def check_sweep_files(arguments: list[str]) -> None:
     """A sweep file named on the command line (`+sweeps=NAME`) that cannot be read: one line, before
     Hydra composes it into a long traceback."""
-    from stemsweep.sweep.plan import sweep_file_problem
-
     for argument in arguments:
         key, _, value = argument.partition("=")
-        if key.lstrip("+~") == "sweeps" and value:
+        if "=" in argument and not argument.startswith("-") and override_key(argument) == "sweeps" and value:
             for name in value.split(","):  # a sweep over sweep files, +sweeps=a,b
                 if problem := sweep_file_problem(name.strip()):
                     raise SystemExit(f"stemsweep: {problem}")

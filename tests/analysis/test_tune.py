@@ -9,7 +9,7 @@ from stemsweep.analysis.load import load_runs
 from stemsweep.analysis.tune import tuning_yaml
 from stemsweep.cli import main as cli
 from stemsweep.config import paths_unchecked, validated_config
-from stemsweep.sweep.plan import compose
+from stemsweep.compose import compose
 
 SWEEPS = ["mini_lrwd_adamw", "mini_lrwd_sgd"]
 

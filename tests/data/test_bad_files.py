@@ -120,7 +120,7 @@ PIPELINES = {"cpu": ["data.pipeline=cpu", "data.num_workers=1"], "gpu": ["data.p
 
 def train(root: Path, runs: Path, *overrides: str) -> tuple[Path, dict, list[dict]]:
     from stemsweep.run import run
-    from stemsweep.sweep.plan import compose
+    from stemsweep.compose import compose
 
     threads = torch.get_num_threads()
     try:

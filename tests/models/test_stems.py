@@ -60,7 +60,7 @@ def test_channels_last_for_convolutions_only(size):
 
 def test_the_size_table_and_the_config_import_no_torch():
     """Config validation and sweep planning (a re-launched sweep whose runs are done) never load torch."""
-    code = ("import sys, stemsweep.config, stemsweep.models, stemsweep.sweep.plan, stemsweep.identity; "
+    code = ("import sys, stemsweep.config, stemsweep.models, stemsweep.plan.runs, stemsweep.identity; "
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

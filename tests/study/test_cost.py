@@ -7,7 +7,7 @@ import json
 import pytest
 from run_configs import make_config
 
-from stemsweep.study.cost import MeasuredSpeeds, estimate, paper_epoch_minutes, sweep_wall_hours
+from stemsweep.plan.cost import MeasuredSpeeds, estimate, paper_epoch_minutes, sweep_wall_hours
 
 
 def paper_run(size: str, stem: str, epochs: int, **changes):

@@ -27,7 +27,7 @@ def test_the_committed_studies_load_with_their_stages_in_order():
     ("stages: {a: {overrides: [x=1], needs: [b]}, b: {overrides: [x=2], needs: [a]}}", "need each other in a circle"),
     ("stages: {a: {overrides: [x=1]}, t: {tune: {from: [a], out: x}}}", "tunes from 'a': list it under needs too"),
     ("stages: {a: {overrides: [x=1], report: {out: r}}}", "is one kind of stage"),
-    ("stages: {a: {overides: [x=1]}}", "key 'overides' is not allowed (allowed: needs, overrides, sweep)"),
+    ("stages: {a: {overides: [x=1]}}", "key 'overides' is not allowed (allowed: needs, overrides, sweep, untuned)"),
     ("stage: {a: {}}", "a study is a mapping with `stages:`"),
     ("stages: {a: [", "not valid YAML"),
 ])
@@ -46,8 +46,8 @@ def test_an_unknown_study_names_the_ones_there_are():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("notanoverride", "override 'notanoverride' is not allowed: give KEY=VALUE"),
-    ("model=nosuch", "study 'mini': In 'config': Could not find 'model/nosuch'"),
+    ("notanoverride", "override 'notanoverride' is not allowed: Error parsing override 'notanoverride'; give KEY=VALUE"),
+    ("model=nosuch", "sweep 'mini_lrwd_adamw': In 'config': Could not find 'model/nosuch'"),
     ("optimizer.lr=-1", "optimizer.lr=-1.0 is not allowed: it must be a positive number"),
 ])
 def test_a_bad_override_to_a_study_command_is_one_line(capsys, override, message):

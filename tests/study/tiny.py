@@ -22,7 +22,7 @@ PRETRAIN = ["sweep=tiny_pretrain", "optimizer=adamw", "epochs=1", "seed=0"]
 def write_tiny_study(folder: Path, runs_root: Path, extra: list[str] = ()) -> tuple[Path, str]:
     """The study file and the tuning name it writes (unique: conf/tuning/ is shared by every test)."""
     tuning = f"test_{uuid.uuid4().hex[:8]}"
-    from stemsweep.sweep.plan import signature_of_overrides
+    from stemsweep.compose import signature_of_overrides
 
     source = signature_of_overrides(" ".join([*COMMON, *extra, *PRETRAIN]))
     lines = [

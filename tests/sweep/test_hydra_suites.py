@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 import stemsweep.run
 from stemsweep.config import CONF_DIR
-from stemsweep.sweep.plan import OMEGACONF_2_4, compose
+from stemsweep.compose import OMEGACONF_2_4, compose
 
 # Every plugin module is imported now, as Hydra's plugins' tests import theirs: their configs are then in
 # the state hydra_restore_singletons saves and restores (Hydra 1.4 imports a plugin module only once).
@@ -227,14 +227,16 @@ class TestStemsweepSweeperLaunchers:
 
 @pytest.mark.usefixtures("hydra_restore_singletons", "in_tmp")
 def test_plan_shows_the_overrides_and_signatures_the_sweep_launches(hydra_sweep_runner, tmp_path):
-    from stemsweep.sweep.plan import compose_sweep, plan_runs, run_dir_of
+    from stemsweep.compose import planned_config
+    from stemsweep.identity import run_signature
+    from stemsweep.plan.runs import plan_sweep
 
     extra = ["seed=range(0,2)", "epochs=3"]
     sweep = stemsweep_sweep(hydra_sweep_runner, ["+sweeps=mini_training_length", *extra], tmp_path / "sweep",
-                            task_function=lambda cfg: run_dir_of(cfg).signature)  # the run each job would train
+                            task_function=lambda cfg: run_signature(planned_config(cfg)))  # the run each job would train
     with sweep:
         launched = [(job.overrides, job.return_value) for batch in sweep.returns for job in batch]
-    planned = plan_runs(*compose_sweep("mini_training_length", extra))
+    planned = plan_sweep("mini_training_length", extra).runs
     assert [(run.overrides, run.signature) for run in planned] == launched and len(launched) == 6
 
 

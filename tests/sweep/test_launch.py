@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stemsweep.record.rundir import RunDir
-from stemsweep.sweep.plan import signature_of_overrides
+from stemsweep.compose import signature_of_overrides
 from stemsweep.sweep.status import status_rows
 
 TINY = ["data.train_subset=256", "data.test_subset=256", "batch_size=64", "threads=1",
@@ -185,7 +185,7 @@ def test_planning_composes_each_run_as_hydra_does():
     # The sweeper composes config groups once per distinct choice and applies the values on top.
     from omegaconf import OmegaConf, open_dict
 
-    from stemsweep.sweep.plan import compose_sweep
+    from stemsweep.compose import compose_sweep
 
     for name, extra in [("mini_training_length", ["seed=3", "optimizer.lr=0.01", "+sweeps_note=x"]),
                         ("mini_lrwd_adamw", ["data.train_subset=256"])]:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from stemsweep.cli import main as cli
-from stemsweep.sweep.plan import compose_sweep, expand_grids, plan_runs
+from stemsweep.compose import compose_sweep, expand_grids
+from stemsweep.plan.runs import plan_sweep
 
 
 def planned(name, *overrides):
-    jobs, compose_job = compose_sweep(name, list(overrides))
-    return plan_runs(jobs, compose_job)
+    return plan_sweep(name, list(overrides)).runs
 
 
 def axes(runs):
@@ -115,7 +115,8 @@ def test_plan_command_prints_one_line_per_run_and_the_count(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith(f"{len(lines) - 1} runs: ")
     # each run with its cost: none of these CPU runs has been measured, and the paper timed GPUs only
-    assert all(re.match(r"[0-9a-f]{10}  new +unknown CPU-h  unknown: \S", line) for line in lines[:-1])
+    assert all(re.match(r"[0-9a-f]{10}   new +unknown CPU-h  unknown: .* lr/wd: tuning mini +model=", line)
+               for line in lines[:-1])
     assert lines[-1].endswith("runs: unknown CPU-h, wall unknown h at 1 at once")
 
 

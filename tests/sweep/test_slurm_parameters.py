@@ -3,7 +3,7 @@ DDP process), and how a blocking launch waits for a job SLURM requeued."""
 
 import pytest
 
-from hydra_plugins.stemsweep_plugins.slurm_launcher import slurm_parameters
+from stemsweep.plan.launcher import slurm_parameters
 from stemsweep.config import Resources
 
 
@@ -37,10 +37,10 @@ class RequeuedJob:
 
 
 def test_a_blocking_launch_waits_again_for_a_job_slurm_has_requeued(monkeypatch):
-    import stemsweep.sweep.plan as plan
+    import hydra_plugins.stemsweep_plugins.slurm_launcher as launcher
     from hydra_plugins.stemsweep_plugins.slurm_launcher import job_result
 
-    monkeypatch.setattr(plan, "slurm_queue", lambda: {"4242_0"})
+    monkeypatch.setattr(launcher, "slurm_queue", lambda: {"4242_0"})
     job = RequeuedJob()
     assert job_result(job) == "the run's result" and job.cleared == 1
 
@@ -48,9 +48,9 @@ def test_a_blocking_launch_waits_again_for_a_job_slurm_has_requeued(monkeypatch)
 def test_a_blocking_launch_reports_a_job_that_left_the_queue_failed(monkeypatch):
     from submitit.core.utils import UncompletedJobError
 
-    import stemsweep.sweep.plan as plan
+    import hydra_plugins.stemsweep_plugins.slurm_launcher as launcher
     from hydra_plugins.stemsweep_plugins.slurm_launcher import job_result
 
-    monkeypatch.setattr(plan, "slurm_queue", lambda: {"4243_0"})  # another job
+    monkeypatch.setattr(launcher, "slurm_queue", lambda: {"4243_0"})  # another job
     with pytest.raises(UncompletedJobError, match="state: FAILED"):
         job_result(RequeuedJob(), settle_s=0.1)

@@ -8,7 +8,7 @@ import pytest
 
 from stemsweep.cli import main as cli
 from stemsweep.record.rundir import RunDir
-from stemsweep.sweep.plan import compose_sweep, plan_runs
+from stemsweep.plan.runs import plan_sweep
 from stemsweep.sweep.status import status_rows
 
 
@@ -94,8 +94,7 @@ def test_the_table_has_one_line_per_run_and_counts_them(runs, capsys):
 
 def test_a_sweep_name_lists_every_run_it_expands_to(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the sweep's runs_root is runs/, relative to where it is launched
-    jobs, compose_job = compose_sweep("mini_peak", [])
-    planned = plan_runs(jobs, compose_job)
+    planned = plan_sweep("mini_peak", []).runs
     first = planned[0]
     record(tmp_path / first.runs_root, first.signature, "done", epochs_done=8, final_error=20.0, best_error=19.0)
 

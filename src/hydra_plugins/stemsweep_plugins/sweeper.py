@@ -23,6 +23,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
+from stemsweep.compose import JobComposer, sweep_grids, sweep_jobs
+from stemsweep.errors import ConfigError
+from stemsweep.plan.launcher import launcher_settings
+from stemsweep.plan.runs import live_runs, plan_jobs, refuse_shared_data_root, tuned_cell
+from stemsweep.record.checkpoint import NoFinalCheckpoint
+from stemsweep.sweep.progress import Progress
+from stemsweep.train.interrupt import SWEEP_PID_VARIABLE, RunInterrupted
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_WAIT_S = 120  # how long a stopped sweep waits for its runs' processes to checkpoint and exit
@@ -57,9 +65,6 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
         yield
         return
 
-    from stemsweep.record.rundir import RunDir
-    from stemsweep.train.interrupt import SWEEP_PID_VARIABLE, RunInterrupted
-
     stopping = []
 
     def stop(signum: int, frame: Any) -> None:
@@ -68,7 +73,7 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
         stopping.append(signum)
         name = signal.Signals(signum).name
         log.warning("%s: stopping the sweep and its runs (launched again, it resumes them)", name)
-        training = [run for run in (RunDir(r.runs_root, r.signature) for r in runs) if run.is_locked()]
+        training = [run.run_dir for run in runs if run.run_dir is not None and run.run_dir.is_locked()]
         if signum == signal.SIGTERM:
             for run in training:
                 with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
@@ -97,19 +102,22 @@ class StemsweepSweeper(BasicSweeper):
         self.grids = [dict(g) for g in grids] if grids else None
 
     def sweep(self, arguments: List[str]) -> Any:
-        from stemsweep.config import ConfigError
-        from stemsweep.record.checkpoint import NoFinalCheckpoint
-        from stemsweep.record.rundir import RunDir
-        from stemsweep.sweep.plan import JobComposer, live_runs, plan_runs, sweep_jobs
-
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         tic = time.perf_counter()
-        jobs = sweep_jobs(self.grids, self.params, arguments)
-        compose = JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
-        try:
-            planned = plan_runs(jobs, compose)  # as Hydra's load_sweep_config composes each job
+        # The grids as written, not as Hydra's instantiate resolved them for this sweeper: an
+        # interpolation in a grid is resolved per job (compose.sweep_grids).
+        jobs = sweep_jobs(*sweep_grids(self.config), arguments)
+        composer = JobComposer.of_sweep(self.hydra_context.config_loader, self.config)
+        try:  # every job composed and validated, as Hydra's load_sweep_config composes it, before any launch
+            settings = launcher_settings(self.config)
+            planned = plan_jobs(jobs, composer, settings)
+            refuse_shared_data_root(arguments, planned)
         except ConfigError as exc:  # a bad value in one job: one line, before anything is launched
             raise SystemExit(f"stemsweep: {exc}") from None
+        for run in planned:
+            if run.tuning != "none" and run.lrwd_origin == "model":
+                log.warning("run %s selects tuning=%s, which has no entry for %s %s %s: it trains at the model's "
+                            "own lr/wd (conf/model/)", run.signature, run.tuning, *tuned_cell(run.config))
         retry = bool(self.config.get("retry", False))
         launching = [run for run in planned if run.should_launch(retry)]
         skipped = len(planned) - len(launching)
@@ -117,24 +125,25 @@ class StemsweepSweeper(BasicSweeper):
         for signature, why in live.items():
             log.info("run %s is not launched again: %s", signature, why)
         launching = [run for run in launching if run.signature not in live]
-        for run in launching:  # `stemsweep status RUNS_ROOT` lists a queued run as pending
-            RunDir(run.runs_root, run.signature).path.mkdir(parents=True, exist_ok=True)
-        to_launch = [run.overrides for run in launching]
         log.info("%d runs in the sweep: %d skipped (%s), %s%d to launch; planned in %.2f s", len(planned), skipped,
                  "done" if retry else "done, failed or diverged: retry=true runs those again",
-                 f"{len(live)} training or queued already, " if live else "", len(to_launch),
+                 f"{len(live)} training or queued already, " if live else "", len(launching),
                  time.perf_counter() - tic)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        to_launch = [list(run.overrides) for run in launching]
+        if hasattr(self.launcher, "planned"):  # the SLURM launcher submits what was planned here
+            self.launcher.planned = {run.overrides: run for run in launching}
         self.overrides = list(self.split_overrides_to_chunks(to_launch, self.max_batch_size)) if to_launch else []
         returns = []
         initial_job_idx = 0
         unfinished = 0  # runs that wait for a person: a fine-tune's source not done, a checkpoint not written
-        with signals_stop_the_sweep(launching):
+        detached = settings.is_slurm and not settings.wait
+        with signals_stop_the_sweep(launching), (contextlib.nullcontext() if detached else Progress(launching)):
             while not self.is_done():
-                batch = self.get_job_batch()  # already composed and validated by plan_runs
+                batch = self.get_job_batch()  # already composed and validated by plan_jobs
                 results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
                 for r in results:
                     if r.status == JobStatus.UNKNOWN:  # detached, still queued

@@ -11,16 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from stemsweep.checkpoint_file import LATEST, PREVIOUS, CorruptCheckpoint, load_checkpoint
 from stemsweep.record.files import atomic_replace, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-
-LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
-
-
-class CorruptCheckpoint(ValueError):
-    """A checkpoint file that exists but cannot be read; the message names the file, in one line."""
-
 
 # The interruption's cause in the record of a run whose last checkpoint could not be written.
 LAST_CHECKPOINT_NOT_WRITTEN = "last checkpoint not written"
@@ -41,28 +35,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
     atomic_replace(path, lambda name: torch.save(state, name), keep_previous=path.with_name(PREVIOUS))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint file's state (tensors on the CPU); CorruptCheckpoint when it cannot be read."""
-    import torch  # here: reading a run's record (analysis, planning) never needs torch
-
-    try:
-        # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts, nothing to execute.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a damaged file
-        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise CorruptCheckpoint(f"{path}: not a readable checkpoint ({problem})") from None
-    if not isinstance(state, dict) or "signature" not in state:
-        raise CorruptCheckpoint(f"{path}: not a stemsweep checkpoint (no signature)")
-    return state
-
-
-def checkpoint_signature(path: Path) -> str:
-    """The signature of the run that wrote a checkpoint file."""
-    return load_checkpoint(path)["signature"]
 
 
 def load_latest(run_path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # resumable: stopped by a signal after writing a mid-epoch checkpoint; launched again, it resumes.
 STATUSES = ("running", "resumable", "done", "failed", "diverged")
+FINAL = ("done", "diverged")  # a result: launched again, such a run is not trained (diverged: only with retry)
+RETRIED = ("failed", "diverged")  # trained again only with retry=true
 
 
 class CorruptRecord(ValueError):

@@ -1,121 +1,148 @@
 """What a study's stages expand to, and what they will cost, before anything is queued.
 
-A sweep stage's jobs are its sweep file's grids with the study's and the user's overrides on top, as
-`python -m stemsweep.run -m` composes them. A stage after `tune` whose tuning is not written yet has
-no run signatures (they hash the tuned lr/wd): its runs are planned with `tuning=none` for their cost
-only, and shown as waiting on tune.
+A sweep stage's jobs are its sweep file's grids with the study's, the stage's and the user's overrides on
+top, planned by the spine (stemsweep.plan.runs) as `python -m stemsweep.run -m` would launch them. A tune
+stage is pending while its tuning file is missing or its lr/wd sweeps have runs without a result: a later
+stage's runs of a cell it tunes have no signature yet (they hash the tuned lr/wd) and are planned with
+`tuning=none` for their cost only, shown as after tune. A stage that selects a tuning, written or
+pending, and has a run the tuning has no entry for is refused here, unless the study file names that
+model size under the stage's `untuned:`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-from stemsweep.study.cost import UNITS, Cost, MeasuredSpeeds, estimate, hours, sweep_wall_hours
+from stemsweep.compose import override_key, override_value, parse_override
+from stemsweep.errors import ConfigError
+from stemsweep.plan.cost import MeasuredSpeeds, sweep_wall_hours
+from stemsweep.plan.launcher import LauncherSettings
+from stemsweep.plan.printer import cost_line, run_line
+from stemsweep.plan.runs import PlannedRun, plan_sweep, refuse_shared_data_root, tuned_cell
 from stemsweep.study.spec import Stage, Study, stage_order
 
-
-@dataclass
-class PlannedStageRun:
-    overrides: list[str]
-    signature: str | None  # None: not known until its upstream tune has written the tuning
-    status: str | None
-    cost: Cost
-    config: Any = None  # the validated RunConfig (with tuning=none while its tune has not run)
+Cells = set[tuple[str, str, str]]  # (model size, stem, optimizer): what a tuning has entries for
 
 
 @dataclass
 class StagePlan:
     stage: Stage
-    runs: list[PlannedStageRun] = field(default_factory=list)
-    waits_on_tune: list[str] = field(default_factory=list)  # the tune stages whose tuning is not written yet
-    parallel: int = 1  # runs at once, by the launcher's settings
-    launcher: Any = None  # the composed `hydra.launcher` of the stage's sweep
+    runs: list[PlannedRun] = field(default_factory=list)
+    waits_on: dict[str, Cells] = field(default_factory=dict)  # the pending tunings it selects, and their cells
+    launcher: LauncherSettings | None = None  # the settings of the stage's sweep's launcher
+
+    @property
+    def parallel(self) -> int:
+        return self.launcher.parallel if self.launcher else 1
 
     @property
     def wall_hours(self) -> float | None:
         return sweep_wall_hours([r.cost for r in self.runs], self.parallel)
 
+    @property
+    def waits_on_tune(self) -> list[str]:
+        """The pending tunings some of its runs wait on (they have no signature before them)."""
+        return sorted({run.after_tune for run in self.runs if run.after_tune})
+
+    @property
+    def final(self) -> bool:
+        return all(run.final for run in self.runs)
+
 
 def stage_arguments(study: Study, stage: Stage, overrides: Sequence[str]) -> list[str]:
     """The command-line overrides of a sweep stage: the study's, the stage's, then the user's."""
     arguments = [*study.overrides, *stage.overrides, *overrides]
-    if stage.sweep is None and not any(a.partition("=")[0] == "sweep" for a in arguments):
+    if stage.sweep is None and not any(override_key(a) == "sweep" for a in arguments):
         arguments.append(f"sweep={study.sweep_name(stage)}")
     return arguments
 
 
-def plannable_arguments(study: Study, stage: Stage, overrides: Sequence[str]) -> tuple[list[str], list[Stage]]:
-    """A sweep stage's arguments as they compose now, and the tune stages it waits on: a tuning that is
-    not written yet is replaced by `tuning=none`, which gives the same grid, resources and cost."""
-    pending = [t for t in study.upstream_tunes(stage) if not t.tuning_file.exists()]
-    names = {s.tuning for s in pending}
-    arguments = [a if not (a.partition("=")[0].lstrip("+~") == "tuning" and a.partition("=")[2] in names)
-                 else "tuning=none" for a in stage_arguments(study, stage, overrides)]
-    return arguments, pending
-
-
-def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: MeasuredSpeeds) -> StagePlan:
-    from stemsweep.config import paths_unchecked, validated_config
-    from stemsweep.identity import run_signature
-    from stemsweep.record.rundir import RunDir
-    from stemsweep.sweep.plan import compose_sweep
-
+def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: MeasuredSpeeds | None = None,
+               pending: dict[str, Cells] | None = None) -> StagePlan:
+    """A sweep stage, planned. `pending`: the tunings not written yet (or to be written again), with the
+    cells each will have; the stage's `tuning=` choices among them are planned as `tuning=none`."""
     plan = StagePlan(stage)
     if stage.kind != "sweep":
         return plan
-    arguments, pending = plannable_arguments(study, stage, overrides)
-    plan.waits_on_tune = [t.name for t in pending]
-    jobs, compose_job = compose_sweep(stage.sweep, arguments)
-    plan.launcher = compose_job.sweep_config.hydra.launcher
-    plan.parallel = launcher_parallelism(plan.launcher)
-    with paths_unchecked():
-        for job in jobs:
-            cfg = validated_config(compose_job(job))
-            signature = None if pending else run_signature(cfg)
-            summary = RunDir(cfg.runs_root, signature).summary_or_none() if signature else None
-            status = summary and summary["status"]
-            plan.runs.append(PlannedStageRun(job, signature, status, estimate(cfg, measured, status), cfg))
+    arguments = stage_arguments(study, stage, overrides)
+    selected = {override_value(a) for a in arguments if override_key(a) == "tuning"}
+    plan.waits_on = {name: cells for name, cells in (pending or {}).items() if name in selected}
+    as_planned = untuned_arguments(arguments, plan.waits_on)
+    sweep = plan_sweep(stage.sweep, as_planned, measured or MeasuredSpeeds([]), after_tune=plan.waits_on)
+    plan.runs = [replace(run, overrides=job_overrides(run.overrides, arguments)) for run in sweep.runs]
+    plan.launcher = sweep.launcher
+    for run in plan.runs:
+        if problem := untuned_problem(study, stage, run, plan.waits_on):
+            raise ConfigError(problem)
     return plan
 
 
-def launcher_parallelism(launcher) -> int:
-    """How many runs a launcher trains at once: SLURM's array_parallelism, joblib's n_jobs, else one."""
-    for key in ("array_parallelism", "n_jobs"):
-        value = launcher.get(key) if hasattr(launcher, "get") else None
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1
+def untuned_arguments(arguments: Sequence[str], pending: dict[str, Cells]) -> list[str]:
+    """The arguments a stage is planned with while the tunings in `pending` are not written: `tuning=none`
+    in their place (the same grid, resources and cost; the lr/wd of the cells they tune are unknown)."""
+    return [a if not (override_key(a) == "tuning" and override_value(a) in pending) else "tuning=none"
+            for a in arguments]
+
+
+def job_overrides(planned: Sequence[str], arguments: Sequence[str]) -> tuple[str, ...]:
+    """A job's own overrides, from those it was planned with (untuned_arguments): a job ends with the
+    task arguments it was expanded from, one for one (compose.expand_grids; the hydra ones are not a
+    job's), so they are put back."""
+    task = [a for a in arguments if not parse_override(a).is_hydra_override()]
+    head = list(planned[:len(planned) - len(task)])
+    return tuple(head + [a if p == "tuning=none" else p for p, a in zip(planned[len(head):], task)])
+
+
+def untuned_problem(study: Study, stage: Stage, run: PlannedRun, waits_on: dict[str, Cells]) -> str | None:
+    """One line when a run of a stage that selects a tuning would train at its model's own lr/wd (the
+    tuning has no entry for it) and the study file does not say that is meant (`untuned:`)."""
+    tuning = run.tuning if run.tuning != "none" else next(iter(waits_on), None)
+    if tuning is None or run.after_tune or run.lrwd_origin != "model" or run.config.model.size in stage.untuned:
+        return None
+    size, stem, optimizer = tuned_cell(run.config)
+    return (f"stage {stage.name}: run `{' '.join(run.overrides)}` selects tuning={tuning}, which has no entry for "
+            f"{size} {stem} {optimizer}: it would train at {size}'s own lr/wd (conf/model/); if that is meant, "
+            f"name {size} under the stage's `untuned:` in {study.path}, else tune it")
+
+
+def pending_tunings(study: Study, stages: dict[str, StagePlan]) -> dict[str, Cells]:
+    """The tunings a study's `tune` stages will (re)write, each with the cells it will have: a tuning
+    file that is missing, or whose lr/wd sweeps have runs without a result. `stages`: the plans of the
+    stages before (stage order puts a tune stage's sources first)."""
+    pending: dict[str, Cells] = {}
+    for stage in study.stages:
+        if stage.kind != "tune" or not all(name in stages for name in stage.tune_from):
+            continue
+        sources = [run for name in stage.tune_from for run in stages[name].runs]
+        if not stage.tuning_file.exists() or not all(run.final for run in sources):
+            pending[stage.tuning] = {tuned_cell(run.config) for run in sources if run.lrwd_origin == "draw"}
+    return pending
 
 
 def plan_study(study: Study, overrides: Sequence[str] = ()) -> list[StagePlan]:
+    """Every stage in order; the sweep stages planned (a `data.root` of the study's or the user's
+    overrides that would reach two data sets is refused)."""
     measured = MeasuredSpeeds.from_runs_roots([study.runs_root(overrides)])
-    return [plan_stage(study, stage, overrides, measured) for stage in stage_order(study)]
-
-
-def cost_line(costs: Sequence[Cost], wall: float | None, parallel: int) -> str:
-    """'12.3 GPU-h + 0.4 CPU-h, wall 5.1 h at 64 at once' (unknown where any run's cost is)."""
-    parts = []
-    for device, unit in UNITS.items():
-        those = [c for c in costs if c.device == device]
-        if those:
-            known = all(c.known for c in those)
-            parts.append(f"{hours(sum(c.device_hours or 0 for c in those) if known else None)} {unit}")
-    return f"{' + '.join(parts) or '0'}, wall {hours(wall)} h at {parallel} at once"
+    plans: dict[str, StagePlan] = {}
+    for stage in stage_order(study):
+        plans[stage.name] = plan_stage(study, stage, overrides, measured, pending_tunings(study, plans))
+    refuse_shared_data_root([*study.overrides, *overrides], (run for p in plans.values() for run in p.runs))
+    return list(plans.values())
 
 
 def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = True) -> None:
     plans = plan_study(study, overrides)
     print(f"study {study.name} ({study.path}): {len(plans)} stages, runs_root={study.runs_root(overrides)}")
-    all_costs: list[Cost] = []
+    all_costs = []
     walls: list[float | None] = []
     for plan in plans:
         stage = plan.stage
         needs = f" after {', '.join(stage.needs)}" if stage.needs else ""
         if stage.kind != "sweep":
-            what = f"conf/tuning/{stage.tuning}.yaml from {', '.join(stage.tune_from)}" if stage.kind == "tune" \
-                else f"{stage.report_out}" + (f" (records exported to {stage.export})" if stage.export else "")
+            what = f"tuning {stage.tuning} ({stage.tuning_file}) from {', '.join(stage.tune_from)}" \
+                if stage.kind == "tune" else \
+                f"{stage.report_out}" + (f" (records exported to {stage.export})" if stage.export else "")
             print(f"\n[{stage.name}] {stage.kind}{needs}: {what}")
             continue
         costs = [r.cost for r in plan.runs]
@@ -127,12 +154,12 @@ def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = T
         if plan.waits_on_tune:
             print(f"  signatures: after {', '.join(plan.waits_on_tune)} (they hash the tuned lr/wd; costed "
                   "with tuning=none)")
+        if stage.untuned:
+            print(f"  at their own lr/wd, as the study file says: {', '.join(stage.untuned)}")
         if show_runs:
             common = {*study.overrides, *overrides}
             for run in plan.runs:
-                print(f"  {run.signature or '(after tune)':12s} {run.status or 'new':9s} "
-                      f"{hours(run.cost.device_hours):>8s} {run.cost.unit}  {run.cost.source:28s} "
-                      f"{' '.join(o for o in run.overrides if o not in common)}")
+                print("  " + run_line(run, common))
     total_wall = None if any(w is None for w in walls) else sum(w or 0.0 for w in walls)
     print(f"\ntotal: {len(all_costs)} runs, {sum(c.source != 'done' for c in all_costs)} to train; "
           f"{cost_line(all_costs, total_wall, max((p.parallel for p in plans), default=1))} "

@@ -10,7 +10,9 @@
 A stage is one of three kinds: a sweep (a file in sweeps/ and/or a Hydra grid given as `overrides`), `tune`
 (`stemsweep tune` over the runs of the named stages' sweeps, written as conf/tuning/OUT.yaml), or `report`
 (`stemsweep export`, then `stemsweep report` from the export). `needs` names the stages that must end
-first. Written as plain YAML, read with PyYAML: a study is not a Hydra config, its stages are.
+first. A sweep stage that selects a tuning may name the model sizes meant to train at their own lr/wd
+(`untuned: [vit_1gf, …]`, conf/model/): any other run that the tuning has no entry for is refused at plan
+time. Written as plain YAML, read with PyYAML: a study is not a Hydra config, its stages are.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stemsweep.compose import last_value, sweep_file_problem
 from stemsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError
+from stemsweep.models import SIZES
 
 STUDIES_DIR = SWEEPS_DIR.parent / "studies"
 KINDS = ("sweep", "tune", "report")
@@ -37,6 +41,7 @@ class Stage:
     tuning: str | None = None  # tune: the conf/tuning/ option it writes
     report_out: str | None = None  # report: the report's folder
     export: str | None = None  # report: where the records are exported to (the report is drawn from it)
+    untuned: tuple[str, ...] = ()  # sweep stages: model sizes meant to train at their own lr/wd
 
     @property
     def tuning_file(self) -> Path:
@@ -53,26 +58,21 @@ class Study:
     runs_root_default: str = field(default="runs")
 
     def stage(self, name: str) -> Stage:
-        return next(s for s in self.stages if s.name == name)
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ConfigError(f"stage {name!r} is not allowed: study file {self.path} has no such stage (its stages: "
+                          f"{', '.join(s.name for s in self.stages)})")
 
     def runs_root(self, overrides: Sequence[str] = ()) -> str:
         """The runs folder every stage shares: the last `runs_root=` of the study's and the user's
         overrides."""
-        root = self.runs_root_default
-        for override in (*self.overrides, *overrides):
-            key, _, value = override.partition("=")
-            if key.lstrip("+") == "runs_root":
-                root = value
-        return root
+        return last_value([*self.overrides, *overrides], "runs_root") or self.runs_root_default
 
     def sweep_name(self, stage: Stage) -> str:
         """The `sweep` label its runs carry: its `sweep=` override, the sweep file's name, else
         STUDY.STAGE."""
-        for override in reversed(stage.overrides):
-            key, _, value = override.partition("=")
-            if key == "sweep":
-                return value
-        return stage.sweep or f"{self.name}.{stage.name}"
+        return last_value(stage.overrides, "sweep") or stage.sweep or f"{self.name}.{stage.name}"
 
     def upstream_tunes(self, stage: Stage) -> list[Stage]:
         """The tune stages a stage waits on, directly or through other stages."""
@@ -127,21 +127,23 @@ def _stage(path: Path, name: str, body: Any) -> Stage:
     kinds = [k for k in ("tune", "report") if k in body]
     if len(kinds) > 1 or (kinds and ({"sweep", "overrides"} & set(body))):
         raise ConfigError(f"{where}: is one kind of stage: a sweep (sweep/overrides), tune or report, not several")
-    allowed = {"needs"} | ({kinds[0]} if kinds else {"sweep", "overrides"})
+    allowed = {"needs"} | ({kinds[0]} if kinds else {"sweep", "overrides", "untuned"})
     if extra := set(body) - allowed:
         raise ConfigError(f"{where}: key {sorted(extra)[0]!r} is not allowed (allowed: {', '.join(sorted(allowed))})")
     needs = tuple(_strings(path, f"{name}.needs", body.get("needs")))
     if not kinds:
         sweep = body.get("sweep")
         if sweep is not None:
-            from stemsweep.sweep.plan import sweep_file_problem
-
             if problem := sweep_file_problem(str(sweep)):
                 raise ConfigError(f"{where}: {problem}")
         overrides = tuple(_strings(path, f"{name}.overrides", body.get("overrides")))
         if sweep is None and not overrides:
             raise ConfigError(f"{where}: a sweep stage names a sweep file (sweep: NAME) or overrides")
-        return Stage(name, "sweep", sweep=sweep and str(sweep), overrides=overrides, needs=needs)
+        untuned = tuple(_strings(path, f"{name}.untuned", body.get("untuned")))
+        if unknown := [size for size in untuned if size not in SIZES]:
+            raise ConfigError(f"{where}: untuned model {unknown[0]!r} is not allowed: name model sizes "
+                              f"({', '.join(sorted(SIZES))})")
+        return Stage(name, "sweep", sweep=sweep and str(sweep), overrides=overrides, needs=needs, untuned=untuned)
     spec = body[kinds[0]] or {}
     if kinds[0] == "tune":
         if not isinstance(spec, dict) or set(spec) - {"from", "out"} or "out" not in spec or "from" not in spec:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stemsweep.compose import sweep_file_problem
+from stemsweep.config import SWEEPS_DIR
+from stemsweep.errors import ConfigError
+from stemsweep.plan.queue import in_queue, slurm_queue
+from stemsweep.plan.runs import plan_sweep
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN
 from stemsweep.record.rundir import CorruptRecord, RunDir
 from stemsweep.record.summary import ema_else_model
@@ -19,9 +23,14 @@ COLUMNS = ["signature", "model", "stem", "optimizer", "epochs", "lr", "wd", "sta
 def run_state(run: RunDir, summary: dict[str, Any] | None, queued: Callable[[], set[str]] = set) -> str:
     """The record's status, except that a `running` record whose lock no live process holds was
     interrupted (killed), and a `resumable` one (stopped by a signal after a checkpoint) whose SLURM
-    job is back in the queue is `requeued`. Launched again, interrupted and resumable runs resume."""
+    job is back in the queue is `requeued`. Launched again, interrupted and resumable runs resume.
+    A run without a record is `queued` while the SLURM job submitted for it is in the queue, `not
+    started` once that job has left the queue without starting it (its log says why), else `pending`."""
     if summary is None:
-        return "pending"
+        job = run.submitted_job()
+        if job is None:
+            return "pending"
+        return "queued" if in_queue(job, queued()) else "not started"
     if summary["status"] == "running" and not run.is_locked():
         return "interrupted"
     if summary["status"] == "resumable" and summary.get("slurm_job_id") in queued():
@@ -51,7 +60,7 @@ def status_row(run: RunDir, overrides: str = "", queued: Callable[[], set[str]] 
     except CorruptRecord as exc:
         return {"signature": run.signature, "state": "corrupt", "log": str(exc)}
     if summary is None:
-        return {"signature": run.signature, "state": "pending", "model": overrides or None,
+        return {"signature": run.signature, "state": run_state(run, None, queued), "model": overrides or None,
                 "job": run.submitted_job() or "-"}
     state = run_state(run, summary, queued)
     latest = ema_else_model(summary, "final_ema_error")
@@ -89,16 +98,13 @@ def _pct(value: float | None) -> str:
 
 
 def status_rows(path: str) -> list[dict[str, Any]]:
-    from stemsweep.sweep.plan import compose_sweep, plan_runs, slurm_queue
-
-    queued = functools.cache(slurm_queue)  # asked once, and only if some run is resumable
+    queued = functools.cache(slurm_queue)  # asked once, and only if some run needs it
     root = Path(path)
     if root.is_dir():
         return [status_row(RunDir(root, d.name), queued=queued) for d in sorted(root.iterdir())
                 if d.is_dir() and not d.name.startswith(".")]
-    jobs, compose_job = compose_sweep(path, [])
-    return [status_row(RunDir(run.runs_root, run.signature), " ".join(run.overrides), queued)
-            for run in plan_runs(jobs, compose_job)]
+    return [status_row(RunDir(run.runs_root, run.planned_signature), " ".join(run.overrides), queued)
+            for run in plan_sweep(path, []).runs]
 
 
 def aligned(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
@@ -119,17 +125,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def print_status(path: str) -> int:
-    from stemsweep.config import SWEEPS_DIR
-    from stemsweep.sweep.plan import sweep_file_problem
-
+def print_status(path: str) -> None:
     if not Path(path).is_dir():
         if not (SWEEPS_DIR / f"{path}.yaml").exists():
-            print(f"stemsweep status: error: {path} is neither a runs directory nor a sweep name in sweeps/",
-                  file=sys.stderr)
-            return 2
+            raise ConfigError(f"{path} is neither a runs directory nor a sweep name in sweeps/")
         if problem := sweep_file_problem(path):
-            print(f"stemsweep status: error: {problem}", file=sys.stderr)
-            return 2
+            raise ConfigError(problem)
     print(format_table(status_rows(path)))
-    return 0

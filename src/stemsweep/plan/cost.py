@@ -26,6 +26,7 @@ from typing import Any
 
 from stemsweep import PAPER_DIR
 from stemsweep.config import RunConfig
+from stemsweep.models import SIZES, paper_name
 from stemsweep.models.stems import record_stem
 
 UNITS = {"cuda": "GPU-h", "cpu": "CPU-h"}  # what a run's device_hours are counted in
@@ -116,8 +117,6 @@ def paper_epoch_minutes() -> dict[str, float]:
 
 def estimate(cfg: RunConfig, measured: MeasuredSpeeds, status: str | None = None) -> Cost:
     """The cost of one run of `cfg` (validated, lr/wd resolved); `status` its record's, if any."""
-    from stemsweep.models import SIZES, paper_name
-
     device, devices = planned_device(cfg)
     if status == "done":
         return Cost(device, devices, 0.0, 0.0, "done")
