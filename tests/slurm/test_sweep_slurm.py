@@ -108,9 +108,9 @@ def test_detached_launch_returns_while_jobs_queue_and_status_follows_them(detach
     # It returned with both array tasks still in the queue (neither could have trained 2 epochs yet).
     assert len(detached_sweep.queued_after_launch.splitlines()) == 2, detached_sweep.queued_after_launch
     first = detached_sweep.states[0]
-    assert len(first) == 2 and set(first.values()) <= {"pending", "running"}, first
+    assert len(first) == 2 and set(first.values()) <= {"queued", "running"}, first  # submitted, no record yet
     seen = [state for table in detached_sweep.states for state in table.values()]
-    assert {"pending", "running", "done"} <= set(seen), seen
+    assert {"queued", "running", "done"} <= set(seen), seen
 
 
 def test_relaunching_while_the_jobs_are_queued_submits_nothing_again(detached_sweep):

@@ -31,6 +31,7 @@ class StagePlan:
     runs: list[PlannedRun] = field(default_factory=list)
     waits_on: dict[str, Cells] = field(default_factory=dict)  # the pending tunings it selects, and their cells
     launcher: LauncherSettings | None = None  # the settings of the stage's sweep's launcher
+    tune_stages: dict[str, str] = field(default_factory=dict)  # tuning → the stage that writes it
 
     @property
     def parallel(self) -> int:
@@ -42,8 +43,8 @@ class StagePlan:
 
     @property
     def waits_on_tune(self) -> list[str]:
-        """The pending tunings some of its runs wait on (they have no signature before them)."""
-        return sorted({run.after_tune for run in self.runs if run.after_tune})
+        """The tune stages some of its runs wait on (they have no signature before them)."""
+        return sorted({self.tune_stages.get(run.after_tune, run.after_tune) for run in self.runs if run.after_tune})
 
     @property
     def final(self) -> bool:
@@ -62,7 +63,7 @@ def plan_stage(study: Study, stage: Stage, overrides: Sequence[str], measured: M
                pending: dict[str, Cells] | None = None) -> StagePlan:
     """A sweep stage, planned. `pending`: the tunings not written yet (or to be written again), with the
     cells each will have; the stage's `tuning=` choices among them are planned as `tuning=none`."""
-    plan = StagePlan(stage)
+    plan = StagePlan(stage, tune_stages={s.tuning: s.name for s in study.stages if s.kind == "tune"})
     if stage.kind != "sweep":
         return plan
     arguments = stage_arguments(study, stage, overrides)
