@@ -149,8 +149,8 @@ def run_in_process(caplog):
     without a process (and its torch import) of its own. Returns what the run logged."""
     import torch
 
-    from stemsweep.run import run
     from stemsweep.compose import compose
+    from stemsweep.run import run
 
     threads = torch.get_num_threads()  # a run's `threads` sets it for the whole process
 

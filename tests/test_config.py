@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stemsweep.config import ConfigError, paths_unchecked, validated_config
 from stemsweep.compose import compose
+from stemsweep.config import ConfigError, paths_unchecked, validated_config
 
 
 def test_a_bad_value_in_the_fine_tuning_source_is_its_one_line_config_error(tmp_path):

@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from stemsweep.config import ConfigError, RunConfig
 from stemsweep.checkpoint_file import checkpoint_signature
+from stemsweep.config import ConfigError, RunConfig
 
 NOT_IDENTITY = {
     "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",

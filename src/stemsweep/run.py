@@ -21,12 +21,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from stemsweep.compose import override_key, register_with_omegaconf, sweep_file_problem
 from stemsweep.config import CONF_DIR, ConfigError, RunConfig, validated_config
 from stemsweep.identity import identity_signature, run_identity
 from stemsweep.record import summary as record
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint
 from stemsweep.record.rundir import CorruptRecord, RunDir
-from stemsweep.compose import override_key, register_with_omegaconf, sweep_file_problem
 
 log = logging.getLogger("stemsweep")
 

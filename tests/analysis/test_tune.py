@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from stemsweep.analysis.load import load_runs
 from stemsweep.analysis.tune import tuning_yaml
 from stemsweep.cli import main as cli
-from stemsweep.config import paths_unchecked, validated_config
 from stemsweep.compose import compose
+from stemsweep.config import paths_unchecked, validated_config
 
 SWEEPS = ["mini_lrwd_adamw", "mini_lrwd_sgd"]
 

@@ -119,8 +119,8 @@ PIPELINES = {"cpu": ["data.pipeline=cpu", "data.num_workers=1"], "gpu": ["data.p
 
 
 def train(root: Path, runs: Path, *overrides: str) -> tuple[Path, dict, list[dict]]:
-    from stemsweep.run import run
     from stemsweep.compose import compose
+    from stemsweep.run import run
 
     threads = torch.get_num_threads()
     try:

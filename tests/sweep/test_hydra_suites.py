@@ -29,8 +29,8 @@ from hydra.test_utils.launcher_common_tests import (
 from omegaconf import OmegaConf
 
 import stemsweep.run
-from stemsweep.config import CONF_DIR
 from stemsweep.compose import OMEGACONF_2_4, compose
+from stemsweep.config import CONF_DIR
 
 # Every plugin module is imported now, as Hydra's plugins' tests import theirs: their configs are then in
 # the state hydra_restore_singletons saves and restores (Hydra 1.4 imports a plugin module only once).
@@ -233,7 +233,7 @@ def test_plan_shows_the_overrides_and_signatures_the_sweep_launches(hydra_sweep_
 
     extra = ["seed=range(0,2)", "epochs=3"]
     sweep = stemsweep_sweep(hydra_sweep_runner, ["+sweeps=mini_training_length", *extra], tmp_path / "sweep",
-                            task_function=lambda cfg: run_signature(planned_config(cfg)))  # the run each job would train
+                            task_function=lambda cfg: run_signature(planned_config(cfg)))  # each job's run
     with sweep:
         launched = [(job.overrides, job.return_value) for batch in sweep.returns for job in batch]
     planned = plan_sweep("mini_training_length", extra).runs

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from stemsweep.record.rundir import RunDir
 from stemsweep.compose import signature_of_overrides
+from stemsweep.record.rundir import RunDir
 from stemsweep.sweep.status import status_rows
 
 TINY = ["data.train_subset=256", "data.test_subset=256", "batch_size=64", "threads=1",

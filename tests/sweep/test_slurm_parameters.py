@@ -3,8 +3,8 @@ DDP process), and how a blocking launch waits for a job SLURM requeued."""
 
 import pytest
 
-from stemsweep.plan.launcher import slurm_parameters
 from stemsweep.config import Resources
+from stemsweep.plan.launcher import slurm_parameters
 
 
 def test_a_gpu_model_gets_one_task_per_gpu_and_a_cpu_model_one_task():

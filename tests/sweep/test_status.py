@@ -7,8 +7,8 @@ import multiprocessing
 import pytest
 
 from stemsweep.cli import main as cli
-from stemsweep.record.rundir import RunDir
 from stemsweep.plan.runs import plan_sweep
+from stemsweep.record.rundir import RunDir
 from stemsweep.sweep.status import status_rows
 
 
