@@ -174,6 +174,9 @@ class ScheduleConfig:
         _one_of("schedule.step", self.step, ["epoch", "iteration"])
 
 
+FOLDER_DATASETS = ("imagenet", "imagenet21k")  # ImageNet-style folders of image files
+
+
 @dataclass
 class DataConfig:
     name: str = MISSING  # fashion_mnist | imagenet | imagenet21k | synthetic
@@ -197,6 +200,10 @@ class DataConfig:
     # counted (data/bad_files.py); past this many distinct files the run stops (0: at the first).
     # Not part of a run's identity: it changes whether a run ends, not what it trains.
     max_bad_files: int = 100
+    # Image folders whose data set has a known shape (ImageNet-1k's 1,000 classes; the ImageNet-21k
+    # releases: data/fingerprint.py) are checked when a run starts; false trains on a folder of another
+    # shape (your own data). Not part of a run's identity: it changes whether a run starts, not what it trains.
+    check_shape: bool = True
 
     def __post_init__(self) -> None:
         _one_of("data", self.name, ["fashion_mnist", "imagenet", "imagenet21k", "synthetic"])
@@ -208,8 +215,9 @@ class DataConfig:
                 os.path.isdir(root),
                 f"data.root={self.root} is not allowed: no such directory (give an existing folder)",
             )
-        elif self.name in ("imagenet", "imagenet21k"):
-            raise ConfigError(f"data.root=null is not allowed for data={self.name}: give a folder with train/ and val/")
+        elif self.name in FOLDER_DATASETS:
+            raise ConfigError(f"data.root=null is not allowed for data={self.name}: name its folder (train/ and val/) "
+                              f"with data_roots.{self.name}=PATH, or data.root=PATH for one run")
         for name in ("train_subset", "test_subset", "image_size", "test_image_size", "num_classes"):
             value = getattr(self, name)
             _require(
@@ -220,9 +228,19 @@ class DataConfig:
         _require(self.max_bad_files >= 0,
                  f"data.max_bad_files={self.max_bad_files} is not allowed: an integer >= 0 (0: stop at the first)")
         _one_of("data.pipeline", self.pipeline, ["auto", "cpu", "gpu"])
-        _require(self.pipeline != "gpu" or self.name in ("imagenet", "imagenet21k"),
+        _require(self.pipeline != "gpu" or self.name in FOLDER_DATASETS,
                  f"data.pipeline=gpu is not allowed with data={self.name}: the GPU pipeline decodes the JPEG "
                  "files of an image folder (data=imagenet, imagenet21k); use data.pipeline=cpu or auto")
+
+
+@dataclass
+class DataRoots:
+    """The folder of each image-folder data set (conf/config.yaml: `data_roots`; conf/data/<name>.yaml
+    takes its `root` from here). One entry a data set, so that a study whose runs read two data sets
+    (peak: ImageNet-21k, then ImageNet-1k) gives each its own folder. Not part of a run's identity."""
+
+    imagenet: str | None = None
+    imagenet21k: str | None = None
 
 
 NATIVE_IMAGE_SIZE = {"fashion_mnist": 28}  # the size a data set's images have when data.image_size is null
@@ -317,6 +335,7 @@ class RunConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     lrwd: LrwdDraw = field(default_factory=LrwdDraw)
+    data_roots: DataRoots = field(default_factory=DataRoots)
     # Tuned (lr, wd) that take precedence over the model's own, per model size, then stem and optimizer
     # (conf/tuning/: e.g. `mini`, written by `stemsweep tune` from the mini lr/wd sweeps).
     tuning: dict[str, StemTuning] = field(default_factory=dict)

@@ -23,9 +23,11 @@ from stemsweep.config import ConfigError, RunConfig
 
 NOT_IDENTITY = {
     "runs_root", "sweep", "retry", "device", "amp", "compile", "threads", "eval_batch_size",
+    "data_roots",  # where each data set is; a run's record keeps its data's fingerprint (data/fingerprint.py)
     "logger", "checkpoint", "lrwd", "tuning",  # a draw's or tuning's (lr, wd) are resolved into optimizer.lr / .wd
     "model.tuned", "model.lrwd_intervals", "model.resources",
     "data.root", "data.num_workers", "data.pipeline", "data.download", "data.max_bad_files",
+    "data.check_shape",
     "aug.name",  # a label; the aug flags are the meaning
 }
 SYNTHETIC_ONLY = {"num_classes", "in_chans", "num_train", "num_test"}

@@ -3,8 +3,9 @@
     python -m stemsweep.run model=vit_4gf stem=conv optimizer=sgd epochs=50
     python -m stemsweep.run -m stem=patch,conv optimizer=adamw,sgd
 
-identity → lock → build → train → record. A run whose record is done returns its recorded error at
+identity → data → lock → build → train → record. A run whose record is done returns its recorded error at
 once; a broken one resumes from its checkpoint; failed and diverged ones run again only with retry=true.
+A record of other data than the config names now is neither (data/fingerprint.py).
 Returns the error the study uses (the EMA model's best top-1 error), for Hydra's sweepers.
 """
 
@@ -23,9 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from stemsweep.compose import override_key, register_with_omegaconf, sweep_file_problem
 from stemsweep.config import CONF_DIR, ConfigError, RunConfig, validated_config
+from stemsweep.data.fingerprint import mismatch_line, readable_fingerprint, shape_problem
 from stemsweep.identity import identity_signature, run_identity
 from stemsweep.record import summary as record
-from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint
+from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint, RecordNotWritten
+from stemsweep.record.files import disk_full
 from stemsweep.record.rundir import CorruptRecord, RunDir
 
 log = logging.getLogger("stemsweep")
@@ -64,11 +67,17 @@ def run(cfg_dict: DictConfig) -> float | None:
     except CorruptRecord as exc:
         log.warning("%s; the run resumes from its checkpoint and rewrites it", exc)
         previous = None
+    # Before the record is reused: the signature leaves out where the data is.
+    data = readable_fingerprint(cfg.data, cfg.runs_root)
+    if previous and data and (mismatch := mismatch_line(cfg, signature, previous.get("data"), data)):
+        raise ConfigError(mismatch)
     if previous and (previous["status"] == "done" or
                      (previous["status"] in ("failed", "diverged") and not cfg.retry)):
         log.info("run %s is %s: %s; record in %s%s", signature, previous["status"], _result(previous),
                  run_dir.path, "" if previous["status"] == "done" else " (retry=true runs it again)")
         return record.sweep_objective(previous) if previous["status"] != "failed" else None
+    if data and (problem := shape_problem(cfg.data, data)):
+        raise ConfigError(problem)
     # Before the lock and the record: a fine-tune whose source is not finished leaves no trace of itself.
     init_source = finetune_source(cfg.init_from, cfg.runs_root) if cfg.init_from else None
 
@@ -79,10 +88,15 @@ def run(cfg_dict: DictConfig) -> float | None:
                 log.warning("run %s is being trained by another process (%s); not training it twice",
                             signature, run_dir.lock_holder())
                 return None
-            summary = record.start(cfg, identity, _log_path(), previous, init_source)
+            summary = record.start(cfg, identity, _log_path(), previous, init_source, data)
             if env.is_main:
-                run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-                run_dir.write_summary(summary)
+                try:
+                    run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+                    run_dir.write_summary(summary)
+                except OSError as exc:
+                    if (full := disk_full(exc)) is None:
+                        raise
+                    raise _stopped_by_full_disk(run_dir, summary, full, env.is_main) from None
             summary = _train_and_record(cfg, run_dir, summary, env, stop, previous and previous["status"])
         if summary["status"] == "resumable":  # checkpointed and recorded; the lock is let go
             shutdown(env)
@@ -112,7 +126,13 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
                            config) if env.is_main else NoTracker()
     try:
         summary = train(cfg, run_dir, summary, tracker, env, stop, previous_status)
+        if env.is_main:
+            run_dir.write_summary(summary)
     except Exception as exc:
+        if (full := disk_full(exc)) is not None:
+            stopped = _stopped_by_full_disk(run_dir, summary, full, env.is_main)
+            tracker.finish(run_dir.summary_or_none() or summary)
+            raise stopped from None
         if env.is_main:
             from stemsweep.data.bad_files import TooManyBadFiles
 
@@ -126,11 +146,24 @@ def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], 
             raise SystemExit(f"stemsweep: {exc}") from None
         raise
     if env.is_main:
-        run_dir.write_summary(summary)
         tracker.finish(summary)
         log.info("run %s %s: %s; record in %s", run_dir.signature, summary["status"], _result(summary),
                  run_dir.path)
     return summary
+
+
+def _stopped_by_full_disk(run_dir: RunDir, summary: dict[str, Any], error: OSError,
+                          is_main: bool) -> RecordNotWritten:
+    """What a run stopped by a full disk (or quota) at a write of its record says: process 0 records it
+    resumable (record/summary.py, record_unwritten), in place if need be; the line for every process."""
+    problem = f"{type(error).__name__}: {error}"
+    written = None
+    if is_main:
+        written = run_dir.write_summary_on_full_disk(record.record_unwritten(run_dir.summary_or_none() or summary,
+                                                                             problem))
+    said = "it is recorded resumable" if written is None else f"its record could not say so either ({written})"
+    return RecordNotWritten(f"run {run_dir.signature} stopped: the disk is full ({problem}); {said}: once "
+                            f"{run_dir.path} has space, launch it again and it resumes from its checkpoint")
 
 
 def _result(summary: dict[str, Any]) -> str:
@@ -173,7 +206,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         return run(cfg)
-    except NoFinalCheckpoint as exc:
+    except NoFinalCheckpoint as exc:  # RecordNotWritten too
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the job fails with it; the sweep shows its line and launches its other runs
         raise SystemExit(f"stemsweep: {exc}") from None

@@ -1,8 +1,10 @@
 """The kept image index: ImageFolder's samples, built once per folder, rebuilt when the folder changes."""
 
+import errno
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from torchvision.datasets import ImageFolder
 
+from stemsweep.data import image_index as image_index_module
 from stemsweep.data.image_index import INDEX_FOLDER, image_index
 
 BUILT = "indexed %s: %d images in %d classes, listed in %.1f s, kept in %s"
@@ -140,3 +143,26 @@ def test_a_class_without_images_is_named_as_imagefolder_does(folder):
     (folder / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="Found no valid file for the classes empty. Supported"):
         image_index(folder)
+
+
+def test_its_digest_names_the_listing_wherever_the_folder_is(folder, tmp_path):
+    listed = image_index(folder)
+    assert image_index(folder).digest == listed.digest  # kept with the index, read back without listing
+    copy = tmp_path / "copy"
+    shutil.copytree(folder.parent, copy, ignore=shutil.ignore_patterns(INDEX_FOLDER))
+    assert image_index(copy / "train").digest == listed.digest  # the same files and labels elsewhere
+    (copy / "train" / "zebra" / "a.jpg").rename(copy / "train" / "zebra" / "a2.jpg")
+    renamed = image_index(copy / "train").digest
+    (copy / "train" / "zebra" / "a2.jpg").rename(copy / "train" / "apple" / "a2.jpg")  # another label
+    assert len({listed.digest, renamed, image_index(copy / "train").digest}) == 3
+
+
+def test_a_full_disk_leaves_the_index_in_memory_with_one_line(folder, monkeypatch, caplog):
+    def full(file, *_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+
+    monkeypatch.setattr(image_index_module, "_write", full)
+    with caplog.at_level(logging.INFO, "stemsweep.data.image_index"):
+        assert list(image_index(folder)) == ImageFolder(str(folder)).samples
+    assert len(caplog.records) == 1 and "in memory only" in caplog.text
+    assert f"{folder.parent / INDEX_FOLDER / 'train.index'}: No space left on device" in caplog.text

@@ -30,6 +30,7 @@ def test_a_fixed_config_keeps_the_signature_and_setting_it_always_had():
     ("runs_root", "/elsewhere"), ("data.num_workers", 8), ("logger.name", "wandb"), ("sweep", "optimizer"),
     ("device", "cpu"), ("compile", True), ("threads", 1), ("model.resources.gpus", 8), ("retry", True),
     ("amp", False), ("data.pipeline", "cpu"), ("checkpoint.every_min", 1.0), ("checkpoint.every_steps", 50),
+    ("data_roots.imagenet", "/data/in1k"), ("data_roots.imagenet21k", "/data/in21k"), ("data.check_shape", False),
 ])
 def test_paths_workers_logging_and_launching_are_not_identity(key, value):
     assert signature(**{key: value}) == signature()

@@ -100,6 +100,25 @@ def test_every_committed_record_upgrades_to_this_schema_with_its_study_error_unc
         assert record.upgrade(new) is new  # already current: read as it is
 
 
+def test_a_run_records_its_datas_fingerprint_and_a_record_from_before_reads_as_unknown_data():
+    cfg = make_config()
+    fingerprint = {"name": "synthetic", "num_classes": None, "in_chans": 3, "image_size": None, "num_train": 512,
+                   "num_test": 256}
+    assert record.start(cfg, run_identity(cfg), None, data=fingerprint)["data"] == fingerprint
+    version_1 = {"schema_version": 1, "status": "done", "signature": "0123456789", "setting": "9876543210"}
+    upgraded = record.upgrade(version_1)
+    assert upgraded == {**version_1, "schema_version": record.SCHEMA_VERSION} and "data" not in upgraded
+
+
+def test_a_record_that_could_not_be_written_is_resumable_and_says_why():
+    summary = record.record_unwritten({"status": "running", "epochs_done": 3}, "OSError: [Errno 28] No space")
+    assert summary["status"] == "resumable"
+    [entry] = summary["interruptions"]
+    assert {k: entry[k] for k in ("cause", "epoch", "step", "lost_steps", "error")} == {
+        "cause": "record not written", "epoch": 4, "step": None, "lost_steps": None,
+        "error": "OSError: [Errno 28] No space"}
+
+
 @pytest.mark.parametrize("path", COMMITTED[:3], ids=lambda p: p.parent.name)
 def test_a_record_from_before_setting_and_signature_takes_them_from_its_run_directory(path):
     old = json.loads(path.read_text())

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from stemsweep.compose import JobComposer, sweep_grids, sweep_jobs
 from stemsweep.errors import ConfigError
 from stemsweep.plan.launcher import launcher_settings
-from stemsweep.plan.runs import live_runs, plan_jobs, refuse_shared_data_root, tuned_cell
+from stemsweep.plan.runs import data_mismatches, live_runs, plan_jobs, refuse_shared_data_root, tuned_cell
 from stemsweep.record.checkpoint import NoFinalCheckpoint
 from stemsweep.sweep.progress import Progress
 from stemsweep.train.interrupt import SWEEP_PID_VARIABLE, RunInterrupted
@@ -112,6 +112,9 @@ class StemsweepSweeper(BasicSweeper):
             settings = launcher_settings(self.config)
             planned = plan_jobs(jobs, composer, settings)
             refuse_shared_data_root(arguments, planned)
+            if mismatches := data_mismatches(planned):
+                more = f" (and {len(mismatches) - 1} more runs likewise)" if len(mismatches) > 1 else ""
+                raise ConfigError(mismatches[0] + more)
         except ConfigError as exc:  # a bad value in one job: one line, before anything is launched
             raise SystemExit(f"stemsweep: {exc}") from None
         for run in planned:

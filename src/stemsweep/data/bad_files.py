@@ -105,7 +105,7 @@ class BadFiles:
             if self.path is None:
                 self._seen[error.path] = None
             else:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask
                 try:
                     os.write(fd, (json.dumps(error.path) + "\n").encode())
                 finally:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from stemsweep.config import AugConfig, ConfigError, DataConfig
+from stemsweep.config import FOLDER_DATASETS, AugConfig, ConfigError, DataConfig
 from stemsweep.data import fashion_mnist, synthetic
 from stemsweep.data.bad_files import BadFiles, LeaveOutUnreadable, ReplaceUnreadable, WithoutUnreadable
 from stemsweep.data.imagenet import load_imagenet
@@ -45,9 +45,6 @@ class DataBundle:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(device, non_blocking=True)
-
-
-FOLDER_DATASETS = ("imagenet", "imagenet21k")  # ImageNet-style folders of image files
 
 
 def resolve_pipeline(data: DataConfig, device_type: str) -> str:

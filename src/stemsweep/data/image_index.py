@@ -11,6 +11,8 @@ One process builds it under a file lock while the others wait, then all of them 
 the paths as one byte buffer with offsets and the labels as an integer array, pages that processes
 and workers share because nothing writes to them. It is reused while the folder and each of its
 sub-folders keep the mtimes it was built from (a file added, removed or renamed changes its folder's).
+Its digest (classes, relative paths and labels, hashed when the folder is listed and kept in the index)
+is what a run's record keeps of its data (data/fingerprint.py): no image is read for it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FOLDER = ".stemsweep-index"  # beside the data: <root>/.stemsweep-index/train.index
 INDEX_CACHE = ".index-cache"  # under runs_root: where the index of read-only data is kept
-MAGIC = b"stemsweep image index 1\n"
+MAGIC = b"stemsweep image index 2\n"  # 2: the header holds the digest
 ALIGN = 64  # each array starts on a multiple of this in the file, so that a view of the map is aligned
 # A folder changed within this much of the listing may change again within its file system's mtime
 # granularity (1-2 s on some network file systems) without its mtime moving: such an index is not
@@ -46,12 +48,14 @@ RACY_NS = 2_000_000_000
 class ImageIndex(Sequence):
     """ImageFolder's `samples` of one folder, held compactly: item i is (path, label), the path decoded
     from `path_bytes` on demand. `path_bytes` is the UTF-8 (file system encoded) paths relative to the
-    folder, end to end; path i is `path_bytes[path_offsets[i]:path_offsets[i + 1]]`."""
+    folder, end to end; path i is `path_bytes[path_offsets[i]:path_offsets[i + 1]]`. `digest` identifies
+    the listing (index_digest)."""
 
     def __init__(self, folder: str, classes: list[str], path_bytes: np.ndarray, path_offsets: np.ndarray,
-                 labels: np.ndarray):
+                 labels: np.ndarray, digest: str):
         self.folder, self.classes = folder, classes
         self.path_bytes, self.path_offsets, self.labels = path_bytes, path_offsets, labels
+        self.digest = digest
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -161,9 +165,21 @@ def _list(folder: str) -> tuple[ImageIndex, dict[str, Any]]:
         raise FileNotFoundError(f"Found no valid file for the classes {', '.join(sorted(empty))}. "
                                 f"Supported extensions are: {', '.join(IMG_EXTENSIONS)}")
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-    index = ImageIndex(folder, classes, np.frombuffer(b"".join(chunks), np.uint8), offsets,
-                       np.concatenate(labels))
+    path_bytes, labels = np.frombuffer(b"".join(chunks), np.uint8), np.concatenate(labels)
+    index = ImageIndex(folder, classes, path_bytes, offsets, labels,
+                       index_digest(classes, path_bytes, offsets, labels))
     return index, {"listed_ns": listed_ns, "folders": folders}
+
+
+def index_digest(classes: list[str], path_bytes: np.ndarray, path_offsets: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of a listing: its class names, its paths relative to the folder and their labels, in
+    ImageFolder's order, each array in a fixed byte order. Two folders with equal digests list the same
+    files under the same labels wherever they are (a copy on a node's local disk included); the images'
+    bytes are not read (~0.1 s for ImageNet-1k's 1.28 M paths, next to seconds of listing)."""
+    digest = hashlib.sha256(json.dumps(classes).encode())
+    for array, dtype in ((path_offsets, "<i8"), (labels, "<i4"), (path_bytes, "u1")):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).data)
+    return digest.hexdigest()
 
 
 ARRAYS = ("path_bytes", "path_offsets", "labels")
@@ -177,7 +193,7 @@ def _write(file: Path, index: ImageIndex, header: dict[str, Any]) -> None:
         array = getattr(index, name)
         layout[name] = [array.dtype.str, position, array.size]
         position += -(-array.nbytes // ALIGN) * ALIGN
-    text = json.dumps({**header, "classes": index.classes, "arrays": layout}).encode()
+    text = json.dumps({**header, "classes": index.classes, "digest": index.digest, "arrays": layout}).encode()
 
     def write(f) -> None:
         f.write(MAGIC + len(text).to_bytes(8, "little") + text)
@@ -207,7 +223,7 @@ def _open(file: Path, folder: str) -> tuple[dict[str, Any], ImageIndex]:
     for name, (dtype, position, size) in header["arrays"].items():
         nbytes = size * np.dtype(dtype).itemsize
         arrays[name] = whole[start + position: start + position + nbytes].view(dtype)
-    return header, ImageIndex(folder, header["classes"], **arrays)
+    return header, ImageIndex(folder, header["classes"], **arrays, digest=header["digest"])
 
 
 def _read_current(file: Path, folder: str) -> ImageIndex | None:

@@ -8,9 +8,9 @@ import torch
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from stemsweep.config import AugConfig
+from stemsweep.config import AugConfig, ConfigError
 from stemsweep.data.bad_files import DECODE_ERRORS, UnreadableImage
-from stemsweep.data.image_index import IndexedImageFolder, image_index
+from stemsweep.data.image_index import ImageIndex, IndexedImageFolder, image_index
 from stemsweep.data.transforms import imagenet_test_transform, imagenet_train_transform
 
 LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>, the same class folders in both"
@@ -22,19 +22,24 @@ def load_imagenet(root: str, aug: AugConfig, image_size: int, test_image_size: i
     """The train and val splits, as ImageFolder lists them (data/image_index.py): the class index is the
     position of its folder name in sorted order. Each split's index is kept beside the data, or under
     `index_cache` where the data is read-only."""
+    train, val = split_indexes(root, index_cache)
+    return (IndexedImageFolder(train, read_rgb, imagenet_train_transform(aug, image_size)),
+            IndexedImageFolder(val, read_rgb, imagenet_test_transform(test_image_size, test_resize)))
+
+
+def split_indexes(root: str, index_cache: str | Path | None = None) -> tuple[ImageIndex, ImageIndex]:
+    """The indexes of <root>/train and <root>/val, which must have the same class folders."""
     train_dir, val_dir = Path(root).expanduser() / "train", Path(root).expanduser() / "val"
     for folder in (train_dir, val_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"data=imagenet: {folder} does not exist; data.root must hold {LAYOUT}")
-    train = IndexedImageFolder(image_index(train_dir, index_cache), read_rgb, imagenet_train_transform(aug, image_size))
-    val = IndexedImageFolder(image_index(val_dir, index_cache), read_rgb,
-                             imagenet_test_transform(test_image_size, test_resize))
+    train, val = image_index(train_dir, index_cache), image_index(val_dir, index_cache)
     if val.classes != train.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
-        raise ValueError(f"data=imagenet: the class folders of {train_dir} and {val_dir} differ "
-                         f"(only in train: {_first(only_train)}; only in val: {_first(only_val)}); "
-                         f"data.root must hold {LAYOUT}")
+        raise ConfigError(f"data=imagenet: the class folders of {train_dir} and {val_dir} differ "
+                          f"(only in train: {_first(only_train)}; only in val: {_first(only_val)}); "
+                          f"data.root must hold {LAYOUT}")
     return train, val
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from stemsweep.compose import JobComposer, compose_sweep, override_key, override_value
 from stemsweep.config import RunConfig, lrwd_origin, paths_unchecked, resolve_hyperparameters, to_run_config
+from stemsweep.data.fingerprint import data_mismatch
 from stemsweep.errors import ConfigError
 from stemsweep.identity import run_signature, source_signature
 from stemsweep.plan.cost import Cost, MeasuredSpeeds, estimate
@@ -193,3 +194,15 @@ def queued_sources(runs: Sequence[PlannedRun]) -> dict[str, str]:
         return {}
     queued = slurm_queue()
     return {source: job for source, job in submitted.items() if in_queue(job, queued)}
+
+
+def data_mismatches(runs: Iterable[PlannedRun]) -> list[str]:
+    """The lines of the runs whose record was trained on other data than the data they name here: such a
+    record is neither skipped as done nor resumed (data/fingerprint.py). Checked where the data can be
+    read; elsewhere each run checks when it starts."""
+    lines = []
+    for run in runs:
+        summary = run.run_dir.summary_or_none() if run.status is not None and run.run_dir is not None else None
+        if summary is not None and (line := data_mismatch(run.config, summary)):
+            lines.append(line)
+    return lines

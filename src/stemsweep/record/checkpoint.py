@@ -16,14 +16,21 @@ from stemsweep.record.files import atomic_replace, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-# The interruption's cause in the record of a run whose last checkpoint could not be written.
+# The interruption's cause in the record of a run whose last checkpoint could not be written, and of one
+# that stopped because a write of its record found the disk full.
 LAST_CHECKPOINT_NOT_WRITTEN = "last checkpoint not written"
+RECORD_NOT_WRITTEN = "record not written"
 
 
 class NoFinalCheckpoint(Exception):
     """A run's final checkpoint is not on disk: a fine-tune's source has not finished (or could not write
     its last checkpoint), or this run could not write its own. The message, one line, says what to do: a
     single run exits with it, a sweep shows it and goes on with its other runs."""
+
+
+class RecordNotWritten(NoFinalCheckpoint):
+    """A write of a run's record (config, summary, metrics, checkpoint) found the disk full: the run
+    stopped, recorded resumable where it could be. Handled as NoFinalCheckpoint is, with its own line."""
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

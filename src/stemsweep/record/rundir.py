@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stemsweep.record.checkpoint import LATEST
-from stemsweep.record.files import write_json, write_jsonl, write_text
+from stemsweep.record.files import DISK_FULL, json_text, overwrite_in_place, write_json, write_jsonl, write_text
 from stemsweep.record.summary import upgrade
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,22 @@ class RunDir:
         write_jsonl(self.metrics, rows)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        assert summary["status"] in STATUSES, summary["status"]
-        summary = {**summary, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json(self.summary, summary)
+        write_json(self.summary, _stamped(summary))
+
+    def write_summary_on_full_disk(self, summary: dict[str, Any]) -> str | None:
+        """write_summary on a disk found full: atomically where that works again, else in place over the
+        summary the run has (record/files.py, overwrite_in_place). None when written, else why not."""
+        summary = _stamped(summary)
+        try:
+            write_json(self.summary, summary)
+            return None
+        except OSError:
+            pass
+        try:
+            overwrite_in_place(self.summary, json_text(summary))
+            return None
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
 
     # --- the lock ------------------------------------------------------------------------------
     @contextmanager
@@ -103,7 +116,7 @@ class RunDir:
         killed process is simply taken over by the next launch.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,7 +124,11 @@ class RunDir:
                 yield False
                 return
             os.ftruncate(fd, 0)
-            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            try:
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            except OSError as exc:  # the lock holds all the same; the record's first write then says so
+                if exc.errno not in DISK_FULL:
+                    raise
             try:
                 yield True
             finally:
@@ -155,6 +172,11 @@ class RunDir:
             return None
 
 
+def _stamped(summary: dict[str, Any]) -> dict[str, Any]:
+    assert summary["status"] in STATUSES, summary["status"]
+    return {**summary, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
 class StepMarker:
     """Keeps `progress` saying how many steps the run has completed: one small write in place after
     every step (no sync, about a microsecond), so that a run resumed after a hard kill can count the
@@ -163,7 +185,7 @@ class StepMarker:
     WIDTH = 20
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)  # less the umask
 
     def mark(self, steps: int) -> None:
         os.pwrite(self.fd, f"{steps:<{self.WIDTH}}\n".encode(), 0)

@@ -1,10 +1,11 @@
 """A run's summary.json (docs/record.md): every change a run makes to it, and how older ones are read.
 
-A run starts its record (`start`), adds what it learns once its data is loaded (`prepared`), notes
-where it resumes from (`resumed`) and each stop (`interrupted`), takes its results from the per-epoch
-metrics after every epoch and at its end (`with_results`, `finished`), or records why it failed
-(`failed`). Each operation returns the new summary; the caller writes it (RunDir.write_summary). Every
-reader reads a record through `upgrade`, which brings a record of any older schema to this one.
+A run starts its record (`start`, with its data's fingerprint), adds what it learns once its data is
+loaded (`prepared`), notes where it resumes from (`resumed`) and each stop (`interrupted`), takes its
+results from the per-epoch metrics after every epoch and at its end (`with_results`, `finished`), or
+records why it failed (`failed`) or could not write its record (`record_unwritten`). Each operation
+returns the new summary; the caller writes it (RunDir.write_summary). Every reader reads a record
+through `upgrade`, which brings a record of any older schema to this one.
 
 This module imports nothing from training: the analyses read records without torch.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from stemsweep.config import RunConfig
 
-SCHEMA_VERSION = 1  # records from before it was written are version 0
+SCHEMA_VERSION = 2  # records from before it was written are version 0; 2 adds `data`
 # Fields that say how the record was written, not what the run is: not columns of the analyses' tables.
 BOOKKEEPING_FIELDS = ("schema_version",)
 
@@ -36,10 +37,12 @@ DIVERGED_ERROR = 100.0  # what a sweeper sees for a diverged run: no better than
 # --- the operations of a run -------------------------------------------------------------------------
 
 def start(cfg: RunConfig, identity: dict[str, Any], log_path: str | None,
-          previous: dict[str, Any] | None = None, init_source: dict[str, Any] | None = None) -> dict[str, Any]:
+          previous: dict[str, Any] | None = None, init_source: dict[str, Any] | None = None,
+          data: dict[str, Any] | None = None) -> dict[str, Any]:
     """A new launch's record of the run `cfg` describes; a run launched before (`previous`, its last
     record) keeps its history of interruptions and resumes. `init_source`: the checkpoint a fine-tune
-    starts from (train.checkpoint.finetune_source)."""
+    starts from (train.checkpoint.finetune_source). `data`: the fingerprint of the data it trains on
+    (data/fingerprint.py; None where it could not be read)."""
     import torch
 
     import stemsweep
@@ -58,7 +61,7 @@ def start(cfg: RunConfig, identity: dict[str, Any], log_path: str | None,
         "family": SIZES[cfg.model.size].family, "stem": stem,
         "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "wd": cfg.optimizer.wd,
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "ema_enabled": cfg.ema.enabled,
-        "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "aug": cfg.aug.name,
+        "dataset": cfg.data.name, "train_subset": cfg.data.train_subset, "data": data, "aug": cfg.aug.name,
         "sweep": cfg.sweep, "init_from": cfg.init_from, "init_source": init_source,
         "epochs_done": 0, "final_error": None, "best_error": None, "final_ema_error": None,
         "best_ema_error": None, "diverged_epoch": None, "error_message": None,
@@ -111,6 +114,16 @@ def last_checkpoint_unwritten(summary: dict[str, Any], error: str | None, step: 
     entry = {**_when(), "cause": LAST_CHECKPOINT_NOT_WRITTEN, "signal": None, "epoch": summary["epochs"],
              "step": step, "lost_steps": None, "error": error}
     return {**summary, "interruptions": [*summary.get("interruptions", []), entry]}
+
+
+def record_unwritten(summary: dict[str, Any], error: str) -> dict[str, Any]:
+    """A write of the run's record failed on a full disk (`error`, one line) and the run stopped: it is
+    resumable from the checkpoint it has, how many steps back is not known here."""
+    from stemsweep.record.checkpoint import RECORD_NOT_WRITTEN
+
+    entry = {**_when(), "cause": RECORD_NOT_WRITTEN, "signal": None, "epoch": summary.get("epochs_done", 0) + 1,
+             "step": None, "lost_steps": None, "error": error}
+    return {**summary, "status": "resumable", "interruptions": [*summary.get("interruptions", []), entry]}
 
 
 def with_bad_files(summary: dict[str, Any], bad_files: dict[str, Any], test_images: int | None = None) -> dict:
@@ -193,10 +206,12 @@ def upgrade(summary: dict[str, Any], config: Path | None = None, signature: str 
     study_error_source (`study_error` derives them alike for every version), data_pipeline, warnings,
     interruptions and resumes (absent: readers take them as unknown or none). The oldest lack `setting`,
     taken from the run's `config` (config.yaml) when it can be read, and `signature`, taken from the run
-    directory's name (`signature`)."""
+    directory's name (`signature`). Versions 0 and 1 lack `data`, the fingerprint of the run's data
+    (absent: unknown; such a record is reused without checking its data, and its next launch records
+    the data it trains on)."""
     if summary.get("schema_version", 0) >= SCHEMA_VERSION:
         return summary
-    upgraded = {"schema_version": SCHEMA_VERSION, **summary}
+    upgraded = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in summary.items() if k != "schema_version"}}
     if "signature" not in upgraded and signature is not None:
         upgraded["signature"] = signature
     if "setting" not in upgraded and config is not None:
