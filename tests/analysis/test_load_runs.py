@@ -13,6 +13,7 @@ from analysis_records import write_record
 
 from stemsweep.analysis import CorruptRecordWarning, load_history, load_runs
 from stemsweep.analysis.load import RUN_COLUMNS
+from stemsweep.errors import ConfigError
 
 VIT_C = {"model": "ViT_C-XS", "size": "vit_xs", "family": "vit", "stem": "conv", "optimizer": "adamw",
          "lr": 1e-3, "wd": 0.05, "epochs": 4}
@@ -40,7 +41,7 @@ def test_error_is_the_ema_best_by_default_and_can_be_switched(records_dir):
     assert (done["error"] == done["best_ema_error"]).all()
     final = load_runs(records_dir, error="final_error")
     assert final["error"].equals(final["final_error"])
-    with pytest.raises(ValueError, match="error='top5'"):
+    with pytest.raises(ConfigError, match="error='top5'"):
         load_runs(records_dir, error="top5")
 
 
@@ -146,11 +147,11 @@ def test_a_bad_metrics_line_skips_the_run_in_the_history(damaged_dir):
 
 
 def test_a_path_that_is_no_directory_is_an_error(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="neither a runs directory nor a W&B project"):
+    with pytest.raises(ConfigError, match="neither a runs directory nor a W&B project"):
         load_runs(tmp_path / "missing")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
-    with pytest.raises(FileNotFoundError, match="wandb:entity/project"):
+    with pytest.raises(ConfigError, match="wandb:entity/project"):
         load_runs("runs/typo")  # runs/ exists: a mistyped path, not a W&B project
 
 

@@ -37,6 +37,7 @@ from stemsweep.analysis import (
     with_error_before_divergence,
 )
 from stemsweep.cli import main
+from stemsweep.errors import ConfigError
 
 MODELS = {"ViT_P-XS": "patch", "ViT_C-XS": "conv"}
 EPOCHS = 4
@@ -180,9 +181,9 @@ def test_the_error_before_divergence_follows_the_chosen_error(tmp_path):
               for e in ("best_ema_error", "best_error", "final_ema_error")}
     # analysis_records: the EMA error falls to 30.0 at epoch 3; the model's is 0.4 worse.
     assert before == {"best_ema_error": [30.0], "best_error": [30.4], "final_ema_error": [30.0]}
-    with pytest.raises(ValueError, match="with_error_before_divergence"):
+    with pytest.raises(ConfigError, match="with_error_before_divergence"):
         lrwd_edf(table, "pycls")
-    with pytest.raises(ValueError, match="diverged='authors' is not allowed: choose one of stemsweep, pycls"):
+    with pytest.raises(ConfigError, match="diverged='authors' is not allowed: choose one of stemsweep, pycls"):
         lrwd_edf(table, "authors")
 
 

@@ -57,7 +57,7 @@ def test_subset_larger_than_the_split_is_refused():
 
 
 def test_missing_files_say_how_to_get_them(tmp_path):
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(ConfigError) as error:
         build_data(DataConfig(name="fashion_mnist", root=str(tmp_path)), NO_AUG, None, None)
     message = str(error.value)
     assert str(tmp_path) in message and "train-images-idx3-ubyte.gz" in message

@@ -14,6 +14,7 @@ from torchvision.datasets import ImageFolder
 
 from stemsweep.data import image_index as image_index_module
 from stemsweep.data.image_index import INDEX_FOLDER, image_index
+from stemsweep.errors import ConfigError
 
 BUILT = "indexed %s: %d images in %d classes, listed in %.1f s, kept in %s"
 
@@ -141,7 +142,7 @@ def test_without_a_writable_place_it_is_listed_in_memory(folder, read_only, capl
 
 def test_a_class_without_images_is_named_as_imagefolder_does(folder):
     (folder / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="Found no valid file for the classes empty. Supported"):
+    with pytest.raises(ConfigError, match="Found no valid file for the classes empty. Supported"):
         image_index(folder)
 
 

@@ -12,6 +12,7 @@ from stemsweep.config import AugConfig, DataConfig
 from stemsweep.data import build_data
 from stemsweep.data.imagenet import read_rgb, write_fashion_mnist_folder
 from stemsweep.data.transforms import imagenet_test_transform
+from stemsweep.errors import ConfigError
 
 PAPER_AUG = AugConfig(name="paper", random_resized_crop=True, flip=True, autoaugment=True)
 TRAIN_RES, TEST_RES = 48, 56  # a model's test_res is the resize before the centre crop (pycls)
@@ -85,7 +86,7 @@ def test_read_rgb_gives_three_channels_for_a_grey_image(root, tmp_path):
 def test_missing_train_folder_is_named(root, tmp_path):
     shutil.copytree(root / "val", tmp_path / "val")
     expected = f"{tmp_path / 'train'} does not exist.*train/<class>/<image>"
-    with pytest.raises(FileNotFoundError, match=expected):
+    with pytest.raises(ConfigError, match=expected):
         build_data(DataConfig(name="imagenet", root=str(tmp_path)), PAPER_AUG, TRAIN_RES, TEST_RES)
 
 
@@ -93,5 +94,5 @@ def test_val_classes_must_match_train(root, tmp_path):
     shutil.copytree(root / "train", tmp_path / "train")
     shutil.copytree(root / "val", tmp_path / "val")
     shutil.rmtree(tmp_path / "val" / "class2")
-    with pytest.raises(ValueError, match="only in train: class2; only in val: none"):
+    with pytest.raises(ConfigError, match="only in train: class2; only in val: none"):
         build_data(DataConfig(name="imagenet", root=str(tmp_path)), PAPER_AUG, TRAIN_RES, TEST_RES)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from stemsweep.errors import ConfigError
 from stemsweep.models import SIZES, ModelSpec, paper_name
 from stemsweep.models.build import build_model, model_complexity
 
@@ -55,14 +56,14 @@ def test_image_size_defaults_to_the_train_resolution():
 @pytest.mark.parametrize("call", [build_model, paper_name, model_complexity])
 def test_unknown_size_names_it_and_the_choices(call):
     message = r"^unknown model size 'vit_5gf': choose one of regnety_16gf, .*, vit_xs$"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         call("vit_5gf", "patch")
 
 
 @pytest.mark.parametrize("call", [build_model, paper_name, model_complexity])
 @pytest.mark.parametrize("stem", ["patchify", None, "none"])
 def test_unknown_stem_names_it_and_the_choices(call, stem):
-    with pytest.raises(ValueError, match=rf"unknown stem {stem!r} for vit_4gf: choose one of conv, patch"):
+    with pytest.raises(ConfigError, match=rf"unknown stem {stem!r} for vit_4gf: choose one of conv, patch"):
         call("vit_4gf", stem)
 
 
@@ -70,5 +71,5 @@ def test_unknown_stem_names_it_and_the_choices(call, stem):
 @pytest.mark.parametrize("stem", ["conv", "patch"])
 def test_regnety_has_its_own_stem(call, stem):
     message = rf"stem '{stem}' is not allowed with regnety_4gf: RegNetY has its own stem"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         call("regnety_4gf", stem)

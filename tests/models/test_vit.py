@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
+from stemsweep.errors import ConfigError
 from stemsweep.models import SIZES, paper_name
 from stemsweep.models.build import build_model
 from stemsweep.models.vit import ViT, conv_stem_layers, from_torchvision_state_dict
@@ -68,7 +69,7 @@ def test_default_conv_stem_doubles_widths_up_to_the_hidden_size():
     assert conv_stem_layers(8, 64) == ((2, 16), (2, 32), (2, 64))
     assert conv_stem_layers(2, 10) == ((2, 10),)
     for patch_size, hidden_size in ((12, 192), (1, 192), (16, 100)):
-        with pytest.raises(ValueError, match=f"patch_size={patch_size}"):
+        with pytest.raises(ConfigError, match=f"patch_size={patch_size}"):
             conv_stem_layers(patch_size, hidden_size)
 
 
@@ -90,7 +91,7 @@ def test_any_image_size_divisible_by_the_patch_size(stem):
         model = build_model("vit_xs", stem, num_classes=7, in_chans=in_chans, image_size=res)
         assert model.pos_embedding.shape == (1, (res // 4) ** 2 + 1, 96)
         assert model(torch.randn(1, in_chans, res, res)).shape == (1, 7)
-    with pytest.raises(ValueError, match="image_size=30"):
+    with pytest.raises(ConfigError, match="image_size=30"):
         build_model("vit_xs", stem, image_size=30)
 
 
@@ -187,5 +188,5 @@ def test_class_token_only_last_block_has_the_full_models_logits_and_gradients(st
 
 
 def test_a_vit_needs_a_block():
-    with pytest.raises(ValueError, match="num_blocks=0"):
+    with pytest.raises(ConfigError, match="num_blocks=0"):
         ViT(stem="patch", image_size=16, patch_size=4, hidden_size=32, mlp_mult=3, num_heads=2, num_blocks=0)

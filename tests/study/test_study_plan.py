@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stemsweep.cli import main
+from stemsweep.errors import ConfigError
 from stemsweep.study.plan import plan_study
 from stemsweep.study.spec import load_study
 
@@ -37,7 +38,7 @@ def test_a_run_the_stages_tuning_has_no_entry_for_is_refused_unless_the_study_sa
                     f"  s: {{overrides: [tuning=mini, optimizer=adamw, stem=conv, 'model=vit_xs,vit_s']{extra}}}\n")
     study = load_study(str(path))
     if untuned is None:
-        with pytest.raises(ValueError, match=r"stage s: run `.*model=vit_s.*` selects tuning=mini, which has no "
+        with pytest.raises(ConfigError, match=r"stage s: run `.*model=vit_s.*` selects tuning=mini, which has no "
                                              r"entry for vit_s conv adamw: it would train at vit_s's own lr/wd"):
             plan_study(study)
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stemsweep.cli import main as cli
-from stemsweep.compose import compose_sweep, expand_grids
+from stemsweep.compose import compose_sweep, expand_grids, signature_of_overrides
 from stemsweep.plan.runs import plan_sweep
 
 
@@ -148,3 +148,18 @@ def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
     err = plan.stderr.read().decode()
     assert plan.wait(timeout=120) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_an_interpolation_in_a_grid_is_resolved_per_job():
+    # Hydra resolves a sweeper's config when it instantiates it: read from there, every fine-tune got
+    # seed 0's source. A grid is read as written, so each job resolves it in its own config.
+    source = "model=vit_xs stem=conv data=synthetic logger=none epochs=1 schedule.warmup_epochs=0"
+    sweep = Path(__file__).resolve().parents[2] / "sweeps" / f"interpolated_{os.getpid()}.yaml"
+    sweep.write_text("# @package _global_\nhydra:\n  sweeper:\n    grids:\n      - {model: vit_xs, stem: conv, "
+                     "data: synthetic, logger: none, epochs: '2', schedule.warmup_epochs: '0', seed: '0,1', "
+                     f"init_from: \"${{run_signature:'{source} seed=${{seed}}'}}\"}}\n")
+    try:
+        runs = planned(sweep.stem)
+    finally:
+        sweep.unlink()
+    assert [run.config.init_from for run in runs] == [signature_of_overrides(f"{source} seed={s}") for s in (0, 1)]

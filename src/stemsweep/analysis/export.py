@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from stemsweep.analysis.load import load_runs
+from stemsweep.errors import ConfigError
 
 RECORD_FILES = ("config.yaml", "summary.json", "metrics.jsonl", "error.log")
 TABLE = "runs.csv"
@@ -25,7 +26,7 @@ def export_runs(sources: Iterable[str | os.PathLike], out: str | os.PathLike) ->
     out = Path(out)
     table = load_runs(list(sources))
     if len(table) and table["run_dir"].str.startswith("wandb:").any():
-        raise ValueError("export copies runs directories; a W&B project is not one (give a runs directory)")
+        raise ConfigError("export copies runs directories; a W&B project is not one (give a runs directory)")
     out.mkdir(parents=True, exist_ok=True)
     for source in table["run_dir"]:
         source = Path(source)

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from stemsweep.errors import ConfigError
 from stemsweep.models.stems import record_stem
 from stemsweep.record.rundir import STATUSES, CorruptRecord, RunDir
 from stemsweep.record.summary import BOOKKEEPING_FIELDS, MODEL_ERROR, upgrade
@@ -88,7 +89,7 @@ def load_runs(source: str | os.PathLike | Iterable[str | os.PathLike], error: st
     `api` replaces ``wandb.Api()`` for W&B sources (tests pass a fake one).
     """
     if error not in ERROR_CHOICES:
-        raise ValueError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
+        raise ConfigError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
     records, skipped = [], []
     for kind, where in _sources(source):
         read = _runs_dir_summaries if kind == "dir" else _wandb_summaries
@@ -127,7 +128,7 @@ def with_error_before_divergence(table: pd.DataFrame, source: str | os.PathLike 
     that never evaluated, and for every other run. The authors' pycls counts diverged runs at it
     (stability.DIVERGED_CONVENTIONS)."""
     if error not in ERROR_CHOICES:
-        raise ValueError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
+        raise ConfigError(f"error={error!r} is not allowed: choose one of {', '.join(ERROR_CHOICES)}")
     column = {"best_ema_error": "ema_test_error", "final_ema_error": "ema_test_error",
               "best_error": "test_error", "final_error": "test_error"}
     diverged = set(table.loc[table["status"] == "diverged", "run_dir"])
@@ -167,7 +168,7 @@ def _source(text: str) -> tuple[str, str]:
         return "dir", text
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not Path(text.split("/")[0]).is_dir():
         return "wandb", text
-    raise FileNotFoundError(f"{text} is neither a runs directory nor a W&B project "
+    raise ConfigError(f"{text} is neither a runs directory nor a W&B project "
                             "(write wandb:entity/project for a W&B project)")
 
 

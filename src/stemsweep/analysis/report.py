@@ -43,6 +43,7 @@ from stemsweep.analysis.stability import (
     training_length_gap,
     tuned_runs,
 )
+from stemsweep.errors import ConfigError
 
 ERROR_MEANINGS = {
     "best_ema_error": "the EMA model's best top-1 error over epochs (the paper's)",
@@ -83,7 +84,7 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error", diver
     if table.empty:
         skipped = table.attrs.get("skipped", [])
         unreadable = f" ({len(skipped)} record{'s' * (len(skipped) != 1)} could not be read)" if skipped else ""
-        raise ValueError(f"no runs found in {', '.join(map(str, runs))}{unreadable}: no report written")
+        raise ConfigError(f"no runs found in {', '.join(map(str, runs))}{unreadable}: no report written")
     if diverged == "pycls":
         table = with_error_before_divergence(table, runs, error)
     table["dataset"] = table["dataset"].fillna(NO_DATASET)

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from stemsweep import PAPER_DIR
+from stemsweep.errors import ConfigError
 
 CONTEXT_COLUMNS = ("dataset", "pretrained")
 MODEL_COLUMNS = ("model", "stem")
@@ -179,7 +180,7 @@ def optimizer_gap(df: pd.DataFrame) -> pd.DataFrame:
 def check_diverged_convention(diverged: str) -> None:
     """One line naming a `diverged` that is not in DIVERGED_CONVENTIONS, and what is allowed."""
     if diverged not in DIVERGED_CONVENTIONS:
-        raise ValueError(f"diverged={diverged!r} is not allowed: choose one of {', '.join(DIVERGED_CONVENTIONS)}")
+        raise ConfigError(f"diverged={diverged!r} is not allowed: choose one of {', '.join(DIVERGED_CONVENTIONS)}")
 
 
 def lrwd_results(df: pd.DataFrame, diverged: str = "stemsweep") -> pd.DataFrame:
@@ -192,7 +193,7 @@ def lrwd_results(df: pd.DataFrame, diverged: str = "stemsweep") -> pd.DataFrame:
     if diverged == "stemsweep":
         return runs
     if "error_before_divergence" not in runs.columns:
-        raise ValueError("diverged='pycls' counts each diverged run at its error before divergence: add "
+        raise ConfigError("diverged='pycls' counts each diverged run at its error before divergence: add "
                          "it with stemsweep.analysis.with_error_before_divergence(table, source)")
     is_diverged = runs["status"] == "diverged"
     runs.loc[is_diverged, "error"] = runs.loc[is_diverged, "error_before_divergence"]
@@ -240,7 +241,7 @@ def edf_band(df: pd.DataFrame, level: float = 0.95, samples: int = 1000, seed: i
     edf, lower, upper.
     """
     if not 0 < level < 1:
-        raise ValueError(f"level={level} is not allowed: a number in (0, 1)")
+        raise ConfigError(f"level={level} is not allowed: a number in (0, 1)")
     runs, keys = _lrwd_deltas(df, diverged)
     rng = np.random.default_rng(seed)
     quantiles = [(1 - level) / 2, (1 + level) / 2]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from stemsweep.analysis.load import load_runs
 from stemsweep.analysis.stability import edf_summary, lrwd_study_runs
+from stemsweep.errors import ConfigError
 from stemsweep.models.stems import config_stem
 from stemsweep.record.files import write_text
 
@@ -28,7 +29,7 @@ def tuned_lrwd(runs: pd.DataFrame, sweeps: Sequence[str]) -> pd.DataFrame:
     known = set(runs["sweep"].dropna()) if "sweep" in runs.columns else set()
     missing = [s for s in sweeps if s not in known]
     if missing:
-        raise ValueError(f"no runs of sweep {', '.join(missing)} found: run it first "
+        raise ConfigError(f"no runs of sweep {', '.join(missing)} found: run it first "
                          f"(runs found for: {', '.join(sorted(known)) or 'none'})")
     chosen = lrwd_study_runs(runs[runs["sweep"].isin(sweeps)])
     chosen = chosen.assign(stem=chosen["stem"].map(config_stem))
@@ -39,7 +40,7 @@ def tuned_lrwd(runs: pd.DataFrame, sweeps: Sequence[str]) -> pd.DataFrame:
     unfinished = best[best["best_error"].isna()]
     if len(unfinished):
         cells = ", ".join(f"{r.size}/{r.stem}/{r.optimizer}" for r in unfinished.itertuples())
-        raise ValueError(f"no finished lr/wd draw for {cells}: nothing to tune from")
+        raise ConfigError(f"no finished lr/wd draw for {cells}: nothing to tune from")
     best = best.rename(columns={"best_lr": "lr", "best_wd": "wd", "best_error": "error", "runs": "draws"})
     return best[keys + ["lr", "wd", "error", "draws", "finished", "diverged"]].sort_values(keys).reset_index(drop=True)
 
@@ -65,7 +66,7 @@ def tuning_yaml(tuned: pd.DataFrame, sweeps: Sequence[str]) -> str:
 def _number(value: float) -> str:
     """A float YAML reads back as a float (PyYAML wants a dot in the mantissa of 1e-3)."""
     if not math.isfinite(value):
-        raise ValueError(f"tuned value {value} is not a finite number")
+        raise ConfigError(f"tuned value {value} is not a finite number")
     text = f"{value:.4g}"
     if "e" in text and "." not in text.split("e")[0]:
         mantissa, exponent = text.split("e")

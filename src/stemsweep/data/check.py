@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from stemsweep.data.bad_files import UnreadableImage
 from stemsweep.data.imagenet import LAYOUT, read_rgb
+from stemsweep.errors import ConfigError
 
 CHUNK = 64  # files a process decodes per task: few round trips, a smooth progress bar
 
@@ -29,7 +30,7 @@ def folder_images(root: str | Path, runs_root: str | Path = "runs") -> list[str]
     for split in ("train", "val"):
         folder = Path(root).expanduser() / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} does not exist; a data folder holds {LAYOUT}")
+            raise ConfigError(f"{folder} does not exist; a data folder holds {LAYOUT}")
         index = image_index(folder, Path(runs_root) / INDEX_CACHE)
         paths += [index.path(i) for i in range(len(index))]
     return paths
@@ -60,7 +61,7 @@ def bad_images(paths: list[str], processes: int, progress: bool = True) -> dict[
 def check_data(root: str, processes: int | None = None, runs_root: str = "runs") -> int:
     """Print every bad file of the folder with its cause; 1 if there is any, else 0."""
     if processes is not None and processes < 1:
-        raise ValueError(f"--processes={processes} is not allowed: a positive integer")
+        raise ConfigError(f"--processes={processes} is not allowed: a positive integer")
     print(f"listing the files under {root}", file=sys.stderr)  # minutes for millions of files
     paths = folder_images(root, runs_root)
     bad = bad_images(paths, processes or len(os.sched_getaffinity(0)))

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stemsweep.errors import ConfigError
+
 DEBIAN_FOLDER = "/usr/share/datasets/fashion-mnist"  # where `apt-get install dataset-fashion-mnist` puts it
 DOWNLOAD_CACHE = "~/.cache/stemsweep"  # where data.download=true fetches it when data.root is null
 TORCHVISION_FOLDER = "FashionMNIST/raw"  # where torchvision keeps the files under its root
@@ -49,7 +51,7 @@ def read_idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     zeros, dtype, ndim = raw[0] | raw[1], raw[2], raw[3]
     if zeros != 0 or dtype != _IDX_UBYTE:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
     shape = tuple(np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -71,7 +73,7 @@ def find_folder(root: str | None, download: bool) -> Path:
             return candidate
     if download:
         return _download(Path(os.path.expanduser(root or DOWNLOAD_CACHE)))
-    raise FileNotFoundError(
+    raise ConfigError(
         f"Fashion-MNIST not found: {folder} lacks {', '.join(_missing(folder))}. Get it with "
         f"`apt-get install dataset-fashion-mnist` (or `make setup`), which installs it in {DEBIAN_FOLDER}; "
         "or set data.root to a folder holding the four IDX files (.gz or not); "

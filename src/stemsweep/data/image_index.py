@@ -31,6 +31,7 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
+from stemsweep.errors import ConfigError
 from stemsweep.record.files import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def _list(folder: str) -> tuple[ImageIndex, dict[str, Any]]:
         lengths.append(np.fromiter(map(len, paths), np.int64, len(paths)))
         labels.append(np.full(len(paths), label, np.int32))
     if empty:  # ImageFolder's error
-        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(sorted(empty))}. "
+        raise ConfigError(f"Found no valid file for the classes {', '.join(sorted(empty))}. "
                                 f"Supported extensions are: {', '.join(IMG_EXTENSIONS)}")
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
     path_bytes, labels = np.frombuffer(b"".join(chunks), np.uint8), np.concatenate(labels)

@@ -32,7 +32,7 @@ def split_indexes(root: str, index_cache: str | Path | None = None) -> tuple[Ima
     train_dir, val_dir = Path(root).expanduser() / "train", Path(root).expanduser() / "val"
     for folder in (train_dir, val_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"data=imagenet: {folder} does not exist; data.root must hold {LAYOUT}")
+            raise ConfigError(f"data=imagenet: {folder} does not exist; data.root must hold {LAYOUT}")
     train, val = image_index(train_dir, index_cache), image_index(val_dir, index_cache)
     if val.classes != train.classes:
         only_train = sorted(set(train.classes) - set(val.classes))

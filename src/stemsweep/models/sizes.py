@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stemsweep.errors import ConfigError
 from stemsweep.models.stems import CONV, NO_STEM, PAPER_LETTER, VIT_STEMS
 
 # ViT_C-18GF's 3×3 layers (stride, width) in conv_stems.csv, narrower than the default rule's and with
@@ -90,15 +91,15 @@ def resolve(size: str, stem: str | None) -> tuple[ModelSpec, str]:
     """The size's spec and the stem as the config names it ("patch", "conv"; "none" for RegNetY), or
     ValueError."""
     if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}: choose one of {', '.join(sorted(SIZES))}")
+        raise ConfigError(f"unknown model size {size!r}: choose one of {', '.join(sorted(SIZES))}")
     spec = SIZES[size]
     if spec.family == "regnety":
         if stem not in (None, NO_STEM):
-            raise ValueError(f"stem {stem!r} is not allowed with {size}: RegNetY has its own stem "
+            raise ConfigError(f"stem {stem!r} is not allowed with {size}: RegNetY has its own stem "
                              f"(give None or {NO_STEM!r})")
         return spec, NO_STEM
     if stem not in VIT_STEMS:
-        raise ValueError(f"unknown stem {stem!r} for {size}: choose one of {', '.join(sorted(VIT_STEMS))}")
+        raise ConfigError(f"unknown stem {stem!r} for {size}: choose one of {', '.join(sorted(VIT_STEMS))}")
     return spec, stem
 
 

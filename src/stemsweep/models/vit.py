@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stemsweep.errors import ConfigError
 from stemsweep.models.complexity import Complexity
 from stemsweep.models.stems import PATCH, VIT_STEMS
 
@@ -77,7 +78,7 @@ def conv_stem_layers(patch_size: int, hidden_size: int) -> tuple[tuple[int, int]
     up to the hidden size (p=16, d=192: 24, 48, 96, 192; ViT_C-1GF's and ViT_C-4GF's stems)."""
     num_layers = patch_size.bit_length() - 1
     if patch_size < 2 or 2**num_layers != patch_size or hidden_size % 2 ** (num_layers - 1):
-        raise ValueError(f"no default conv stem for patch_size={patch_size}, hidden_size={hidden_size}: "
+        raise ConfigError(f"no default conv stem for patch_size={patch_size}, hidden_size={hidden_size}: "
                          "patch_size must be a power of 2 and hidden_size divisible by patch_size / 2")
     return tuple((2, hidden_size >> (num_layers - 1 - i)) for i in range(num_layers))
 
@@ -116,7 +117,7 @@ def _checked_stem_layers(patch_size: int, hidden_size: int,
                          layers: Sequence[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
     layers = tuple(layers) if layers is not None else conv_stem_layers(patch_size, hidden_size)
     if math.prod(s for s, _ in layers) != patch_size:
-        raise ValueError(f"conv stem {layers}: its strides must multiply to the patch size {patch_size}")
+        raise ConfigError(f"conv stem {layers}: its strides must multiply to the patch size {patch_size}")
     return layers
 
 
@@ -217,7 +218,7 @@ class ViT(nn.Module):
         super().__init__()
         num_tokens = _num_tokens(stem, image_size, patch_size, hidden_size, num_heads)
         if num_blocks < 1:
-            raise ValueError(f"num_blocks={num_blocks}: a ViT needs at least 1 block")
+            raise ConfigError(f"num_blocks={num_blocks}: a ViT needs at least 1 block")
         if stem == PATCH:
             self.stem = PatchifyStem(in_chans, hidden_size, patch_size)
         else:
@@ -264,11 +265,11 @@ class ViT(nn.Module):
 def _num_tokens(stem: str, image_size: int, patch_size: int, hidden_size: int, num_heads: int) -> int:
     """The sequence length, once the arguments are checked."""
     if stem not in VIT_STEMS:
-        raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(sorted(VIT_STEMS))}")
+        raise ConfigError(f"unknown stem {stem!r}: choose one of {', '.join(sorted(VIT_STEMS))}")
     if image_size % patch_size:
-        raise ValueError(f"image_size={image_size} is not divisible by the patch size {patch_size}")
+        raise ConfigError(f"image_size={image_size} is not divisible by the patch size {patch_size}")
     if hidden_size % num_heads:
-        raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
+        raise ConfigError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
     return (image_size // patch_size) ** 2 + 1
 
 

@@ -60,7 +60,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda is not allowed here: no CUDA device is visible (use auto or cpu)")
+        raise ConfigError("device=cuda is not allowed here: no CUDA device is visible (use auto or cpu)")
     return torch.device(name)
 
 
