@@ -166,7 +166,8 @@ def test_early_and_late_divergences_in_several_groups_against_the_port(tmp_path)
         # The band steps through the same EDF.
         steps = band[(band["model"] == model) & (band["optimizer"] == optimizer)]
         assert steps["edf"].tolist() == pytest.approx([pycls_F(curve, e) for e in errs])
-    # The KS tests compare the same runs' Δerrors.
+    # The KS tests compare the same runs' Δerrors: each pair of models, per optimizer.
+    assert len(ks) == len(MODELS) * (len(MODELS) - 1) // 2 * 2
     for row in ks.itertuples():
         a, b = curves[row.model_a, row.optimizer][0], curves[row.model_b, row.optimizer][0]
         assert (row.n_a, row.n_b) == (len(a), len(b))

@@ -139,6 +139,7 @@ class TestStemsweepSweeperLaunchers:
         with stemsweep_sweep(hydra_sweep_runner, [f"hydra/launcher={launcher}", "seed=0,1"], sweep_dir) as sweep:
             assert OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task == ["seed=0,1"]
             [jobs] = sweep.returns
+            assert len(jobs) == 2
             for i, job in enumerate(jobs):
                 check_job(job, [f"seed={i}"], i, sweep_dir)
                 assert job.cfg.seed == i and job.return_value == 100
