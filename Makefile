@@ -63,8 +63,10 @@ mini-study: setup
 mini-study-4ep: setup
 	$(VENV)/bin/stemsweep study run mini4
 
+# ruff, and the layers of docs/design.md (import-linter: pyproject.toml's [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 slurm-up:
 	bash scripts/local-slurm.sh up
