@@ -387,8 +387,6 @@ class RunConfig:
 
     def train_image_size(self) -> int:
         """The resolution the run trains at: data.image_size, else the data set's own, else the model's."""
-        from stemsweep.models import SIZES
-
         return self.data.image_size or NATIVE_IMAGE_SIZE.get(self.data.name) or SIZES[self.model.size].train_res
 
 

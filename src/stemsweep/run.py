@@ -52,6 +52,7 @@ def _log_path() -> str | None:
 
 def run(cfg_dict: DictConfig) -> float | None:
     cfg = validated_config(cfg_dict)
+    # deferred: training imports torch (seconds); a sweep or study imports this module to plan, without it
     from stemsweep.train.checkpoint import finetune_source
     from stemsweep.train.distributed import AnyProcess, init_distributed, shutdown
     from stemsweep.train.interrupt import StopSignals
@@ -117,8 +118,8 @@ def run(cfg_dict: DictConfig) -> float | None:
 
 def _train_and_record(cfg: RunConfig, run_dir: RunDir, summary: dict[str, Any], env, stop,
                       previous_status: str | None) -> dict[str, Any]:
-    from stemsweep.record.trackers import NoTracker, flatten, open_tracker
-    from stemsweep.train.loop import train
+    from stemsweep.record.trackers import NoTracker, flatten, open_tracker  # deferred: W&B (seconds)
+    from stemsweep.train.loop import train  # deferred: torch
 
     flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
     config = {**flat, "signature": run_dir.signature, "setting": summary["setting"]}

@@ -19,7 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+import stemsweep
 from stemsweep.config import RunConfig
+from stemsweep.identity import identity_signature, is_signature, run_identity, setting_signature
+from stemsweep.models import SIZES, paper_name
+from stemsweep.models.stems import record_stem
+from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, RECORD_NOT_WRITTEN
 
 SCHEMA_VERSION = 2  # records from before it was written are version 0; 2 adds `data`
 # Fields that say how the record was written, not what the run is: not columns of the analyses' tables.
@@ -43,12 +50,7 @@ def start(cfg: RunConfig, identity: dict[str, Any], log_path: str | None,
     record) keeps its history of interruptions and resumes. `init_source`: the checkpoint a fine-tune
     starts from (train.checkpoint.finetune_source). `data`: the fingerprint of the data it trains on
     (data/fingerprint.py; None where it could not be read)."""
-    import torch
-
-    import stemsweep
-    from stemsweep.identity import identity_signature, setting_signature
-    from stemsweep.models import SIZES, paper_name
-    from stemsweep.models.stems import record_stem
+    import torch  # deferred: reading and upgrading records (analysis, planning) never needs torch
 
     stem = record_stem(cfg.stem.name)
     job = os.environ.get("SLURM_JOB_ID")
@@ -109,7 +111,6 @@ def interrupted(summary: dict[str, Any], cause: str, signal: str | None, epoch: 
 def last_checkpoint_unwritten(summary: dict[str, Any], error: str | None, step: int) -> dict[str, Any]:
     """The run trained to its end (global step `step`) but could not write its last checkpoint, even
     retried: it is resumable from the checkpoint it has, how many steps back is not known here."""
-    from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN
 
     entry = {**_when(), "cause": LAST_CHECKPOINT_NOT_WRITTEN, "signal": None, "epoch": summary["epochs"],
              "step": step, "lost_steps": None, "error": error}
@@ -119,7 +120,6 @@ def last_checkpoint_unwritten(summary: dict[str, Any], error: str | None, step: 
 def record_unwritten(summary: dict[str, Any], error: str) -> dict[str, Any]:
     """A write of the run's record failed on a full disk (`error`, one line) and the run stopped: it is
     resumable from the checkpoint it has, how many steps back is not known here."""
-    from stemsweep.record.checkpoint import RECORD_NOT_WRITTEN
 
     entry = {**_when(), "cause": RECORD_NOT_WRITTEN, "signal": None, "epoch": summary.get("epochs_done", 0) + 1,
              "step": None, "lost_steps": None, "error": error}
@@ -223,9 +223,6 @@ def setting_from_config(config: Path) -> str | None:
     """The setting of a run from its config.yaml; None when that cannot be read, or names its
     fine-tuning source by a checkpoint file (whose signature is in the checkpoint): such a run then
     groups by its summary's columns alone."""
-    from omegaconf import OmegaConf
-
-    from stemsweep.identity import is_signature, run_identity, setting_signature
 
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(config)))
