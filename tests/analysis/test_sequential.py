@@ -245,6 +245,8 @@ def test_replicate_values_refuses_what_it_cannot_number():
     runs = group_runs()
     with pytest.raises(ConfigError, match="diverged='both' is not allowed"):
         sq.replicate_values(runs, "seed", diverged="both")
+    with pytest.raises(ConfigError, match="diverged='pycls' counts each diverged run at its error before"):
+        sq.replicate_values(runs.drop(columns="error_before_divergence"), "seed", diverged="pycls")
     with pytest.raises(ConfigError, match="replicate='draw' is not a column of the runs"):
         sq.replicate_values(runs, "draw")
     with pytest.raises(ConfigError, match="seed=6 has more than one run in the group"):

@@ -5,9 +5,9 @@ An adaptive study runs a stage in waves along a replicate axis (lr/wd draws, see
 A better, B better, equal within a stated margin, or open. However many waves it looks at, the
 chance that it declares a difference where there is none stays ≤ the comparison's α.
 
-The method is testing by betting (Shafer, JRSS-A 2021; Waudby-Smith & Ramdas, JRSS-B 2023), in the
+The method is testing by betting (Shafer, JRSS-A 2021; Waudby-Smith & Ramdas, JRSS-B 2024), in the
 two-sample form of Shekhar & Ramdas ("Nonparametric two-sample testing by betting", IEEE Trans. Inf.
-Theory 70(2), 2023). The replicates are cut into units independent of each other (a block of
+Theory, 2023). The replicates are cut into units independent of each other (a block of
 `block` consecutive lr/wd draws of both groups; one seed). Each unit pays g in [−1, 1], antisymmetric
 in A and B, with conditional mean ≤ 0 when A is not better. Staking the fraction λ of one's wealth on
 every unit gives the wealth ∏(1 + λ g), a nonnegative supermartingale of mean ≤ 1 under that null; by
@@ -91,7 +91,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stemsweep.analysis.stability import check_diverged_convention, lrwd_results
+from stemsweep.analysis.stability import lrwd_results
 from stemsweep.config import ConfigError
 
 STATISTICS = ("lrwd_edf", "lrwd_spread", "optimizer_gap", "metric")
@@ -254,10 +254,6 @@ def replicate_values(runs: pd.DataFrame, replicate: str, diverged: str = "stemsw
     run, and by pycls's convention a diverged one that never evaluated, is left out (NaN, named in
     left_out); a running or resumable run, or a replicate below the last with no record, is pending.
     """
-    try:
-        check_diverged_convention(diverged)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     _check(replicate in runs.columns,
            f"replicate={replicate!r} is not a column of the runs: give one of {', '.join(map(str, runs.columns))}")
     index = pd.to_numeric(runs[replicate], errors="coerce")
@@ -270,7 +266,10 @@ def replicate_values(runs: pd.DataFrame, replicate: str, diverged: str = "stemsw
            "group: a group has one run per replicate")
     size = int(index.max()) + 1 if len(index) else 0
     values = np.full(size, np.nan)
-    counted = lrwd_results(runs, diverged)
+    try:
+        counted = lrwd_results(runs, diverged)
+    except ValueError as error:  # an unknown convention, or pycls's without errors before divergence
+        raise ConfigError(str(error)) from None
     errors = counted["error"].to_numpy(dtype=float)
     values[index[counted.index].to_numpy()] = np.where(np.isnan(errors), np.inf, errors)
     left_out, pending = {}, set(range(size)) - set(index.tolist())
