@@ -16,9 +16,10 @@ from pathlib import Path
 from stemsweep.compose import last_value, parse_override
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.study.plan import plan_study
+from stemsweep.study.record import StudyRecord
 from stemsweep.study.slurm import submit_study, wait_for
 from stemsweep.study.spec import Study, stage_order
-from stemsweep.study.stages import Interrupted, StageFailed, StudyRecord, run_stage_here, utc_now
+from stemsweep.study.stages import Interrupted, StageFailed, run_stage_here, utc_now
 
 
 def run_study(study: Study, overrides: Sequence[str] = (), wait: bool = False) -> int:

@@ -34,8 +34,9 @@ from stemsweep.plan.queue import in_queue, slurm_queue  # noqa: E402
 from stemsweep.plan.runs import PlannedRun  # noqa: E402
 from stemsweep.plan.submit import SMALL_JOB, AllOf, Dependency, JobArray, Submission  # noqa: E402
 from stemsweep.study.plan import StagePlan, plan_study  # noqa: E402
+from stemsweep.study.record import StudyRecord  # noqa: E402
 from stemsweep.study.spec import Study, load_study, stage_order  # noqa: E402
-from stemsweep.study.stages import PlannedTask, StageFailed, StudyRecord, run_stage_here  # noqa: E402
+from stemsweep.study.stages import PlannedTask, StageFailed, run_stage_here  # noqa: E402
 
 
 class StageTask:

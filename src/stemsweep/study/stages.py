@@ -10,17 +10,13 @@ why it could not start.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -29,7 +25,6 @@ from stemsweep.compose import compose_sweep
 from stemsweep.errors import ConfigError
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.runs import PlannedRun, plan_jobs
-from stemsweep.record.files import write_json
 from stemsweep.run import run
 from stemsweep.study.plan import (
     Cells,
@@ -41,6 +36,7 @@ from stemsweep.study.plan import (
     untuned_arguments,
     untuned_problem,
 )
+from stemsweep.study.record import StudyRecord
 from stemsweep.study.spec import Stage, Study, stage_order
 
 
@@ -51,37 +47,6 @@ class StageFailed(RuntimeError):
 class Interrupted(Exception):
     def __init__(self, signum: int):
         self.signum, self.name = signum, signal.Signals(signum).name
-
-
-class StudyRecord:
-    """runs_root/.studies/NAME.json: {stage: {state, started_utc, wall_s, detail, jobs}}. Several SLURM
-    tasks of one study may write it at once: each change is read, made and written under a lock."""
-
-    def __init__(self, study: Study, runs_root: str):
-        self.path = Path(runs_root) / ".studies" / f"{study.name}.json"
-        self.stages: dict[str, dict[str, Any]] = self._read()
-
-    def _read(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(self.path.read_text())["stages"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
-            return {}
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def set(self, stage: Stage, **fields: Any) -> None:
-        with self._locked():
-            self.stages = self._read()
-            self.stages[stage.name] = {**self.stages.get(stage.name, {}), **fields}
-            write_json(self.path, {"stages": self.stages})
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ import functools
 from collections.abc import Sequence
 
 from stemsweep.plan.queue import in_queue, slurm_queue
+from stemsweep.study.record import StudyRecord
 from stemsweep.study.runner import compact_jobs
 from stemsweep.study.spec import Study, stage_order
-from stemsweep.study.stages import StudyRecord, study_plans
+from stemsweep.study.stages import study_plans
 from stemsweep.sweep.status import aligned, run_state
 
 COLUMNS = ("stage", "kind", "runs", "done", "diverged", "training", "queued", "failed", "to run", "state", "jobs",
