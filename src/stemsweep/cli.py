@@ -68,7 +68,7 @@ def _study(args: argparse.Namespace) -> int:
     from stemsweep.study.plan import print_study_plan
     from stemsweep.study.runner import check_overrides, run_study
     from stemsweep.study.spec import load_study
-    from stemsweep.study.status import format_study, study_rows
+    from stemsweep.study.status import comparison_rows, format_study, study_rows
 
     try:
         study = load_study(args.name)
@@ -78,7 +78,7 @@ def _study(args: argparse.Namespace) -> int:
         if args.action == "plan":
             print_study_plan(study, args.overrides, show_runs=not args.stages_only)
             return 0
-        print(format_study(study_rows(study, args.overrides)))
+        print(format_study(study_rows(study, args.overrides), comparison_rows(study, args.overrides)))
         return 0
     except KeyboardInterrupt:
         print(f"stemsweep study: interrupted; run `stemsweep study run {args.name}` again to go on where it was",

@@ -59,3 +59,27 @@ def study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def summaries(runs: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))}
+
+
+def write_adaptive_study(folder: Path, runs_root: Path, extra: list[str] = ()) -> Path:
+    """A tiny adaptive study: one stage of seeds in waves of 3, two comparisons. `classes` settles after its
+    first wave (untrained models, lr ~0: 2 classes against 100, an error near 50% against 99%, over 1024
+    test images); `same` stays open to its maximum (the EMA's period, with the EMA off: the same errors).
+    The fourth cell is in no comparison and stops after the first wave."""
+    common = [*COMMON, "data.num_train=64", "data.num_test=1024", "epochs=1", "optimizer=adamw", "optimizer.lr=1e-9",
+              *extra]
+    lines = [
+        "description: a tiny adaptive study for the tests",
+        f"overrides: [runs_root={runs_root}, {', '.join(common)}]",
+        "alpha: 0.05",
+        "stages:",
+        "  seeds: {overrides: [sweep=tiny_seeds, 'data.num_classes=2,100', 'ema.period=16,32', 'seed=range(0,6)']}",
+        "comparisons:",
+        "  classes: {stage: seeds, a: [data.num_classes=2, ema.period=32], b: [data.num_classes=100, ema.period=32],",
+        "            statistic: metric, method: normal, replicate: seed, wave: 3, min: 3, max: 6}",
+        "  same: {stage: seeds, a: [data.num_classes=2, ema.period=16], b: [data.num_classes=2, ema.period=32],",
+        "         statistic: metric, replicate: seed, wave: 3, min: 3, max: 6}",
+    ]
+    path = folder / "tiny_adaptive.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

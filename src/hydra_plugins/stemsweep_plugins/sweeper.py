@@ -42,6 +42,7 @@ class StemsweepSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None  # one grid, as BasicSweeper's params
     grids: Optional[List[Dict[str, str]]] = None  # a union of grids; params apply to each
+    only: Optional[str] = None  # a file of run signatures, one a line: the sweep launches only those (a wave)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="stemsweep", node=StemsweepSweeperConf,
@@ -97,9 +98,9 @@ def signals_stop_the_sweep(runs: List[Any]) -> Iterator[None]:
 
 class StemsweepSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 grids: Optional[List[Dict[str, str]]] = None) -> None:
+                 grids: Optional[List[Dict[str, str]]] = None, only: Optional[str] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self.grids = [dict(g) for g in grids] if grids else None
+        self.only = only
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -111,6 +112,9 @@ class StemsweepSweeper(BasicSweeper):
         try:  # every job composed and validated, as Hydra's load_sweep_config composes it, before any launch
             settings = launcher_settings(self.config)
             planned = plan_jobs(jobs, composer, settings)
+            if self.only is not None:  # a study's wave: the runs it names, out of the whole grid
+                wanted = set(Path(self.only).read_text().split())
+                planned = [run for run in planned if run.planned_signature in wanted]
             refuse_shared_data_root(arguments, planned)
             if mismatches := data_mismatches(planned):
                 more = f" (and {len(mismatches) - 1} more runs likewise)" if len(mismatches) > 1 else ""

@@ -20,6 +20,8 @@ from stemsweep.plan.cost import MeasuredSpeeds, sweep_wall_hours
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.printer import cost_line, run_line
 from stemsweep.plan.runs import PlannedRun, plan_sweep, refuse_shared_data_root, tuned_cell
+from stemsweep.study.adaptive import Waves, cut_runs, recorded_waves, stage_waves
+from stemsweep.study.record import StudyRecord
 from stemsweep.study.spec import Stage, Study, stage_order
 
 Cells = set[tuple[str, str, str]]  # (model size, stem, optimizer): what a tuning has entries for
@@ -32,6 +34,14 @@ class StagePlan:
     waits_on: dict[str, Cells] = field(default_factory=dict)  # the pending tunings it selects, and their cells
     launcher: LauncherSettings | None = None  # the settings of the stage's sweep's launcher
     tune_stages: dict[str, str] = field(default_factory=dict)  # tuning → the stage that writes it
+    waves: Waves | None = None  # a stage its study's comparisons name runs in waves (study/adaptive.py)
+    recorded: list[dict] = field(default_factory=list)  # the waves decided so far
+    cut: set[str] = field(default_factory=set)  # planned signatures that will never run (waves' decisions)
+
+    @property
+    def active_runs(self) -> list[PlannedRun]:
+        """The runs it trains: all, less those its recorded wave decisions cut."""
+        return [run for run in self.runs if run.planned_signature not in self.cut]
 
     @property
     def parallel(self) -> int:
@@ -48,7 +58,9 @@ class StagePlan:
 
     @property
     def final(self) -> bool:
-        return all(run.final for run in self.runs)
+        """Every run it trains has its result (and, in waves, every wave it needs is decided)."""
+        waves_done = self.waves is None or (bool(self.recorded) and not self.recorded[-1]["active"])
+        return waves_done and all(run.final for run in self.active_runs)
 
 
 def stage_arguments(study: Study, stage: Stage, overrides: Sequence[str]) -> list[str]:
@@ -115,19 +127,36 @@ def pending_tunings(study: Study, stages: dict[str, StagePlan]) -> dict[str, Cel
     for stage in study.stages:
         if stage.kind != "tune" or not all(name in stages for name in stage.tune_from):
             continue
-        sources = [run for name in stage.tune_from for run in stages[name].runs]
-        if not stage.tuning_file.exists() or not all(run.final for run in sources):
+        sources = [run for name in stage.tune_from for run in stages[name].active_runs]
+        if not stage.tuning_file.exists() or not all(stages[name].final for name in stage.tune_from):
             pending[stage.tuning] = {tuned_cell(run.config) for run in sources if run.lrwd_origin == "draw"}
     return pending
 
 
-def plan_study(study: Study, overrides: Sequence[str] = ()) -> list[StagePlan]:
-    """Every stage in order; the sweep stages planned (a `data.root` of the study's or the user's
-    overrides that would reach two data sets is refused)."""
-    measured = MeasuredSpeeds.from_runs_roots([study.runs_root(overrides)])
+def study_plans(study: Study, overrides: Sequence[str], until: Stage | None = None, through: bool = False,
+                measured: MeasuredSpeeds | None = None) -> dict[str, StagePlan]:
+    """The study's stages in order, each planned, up to `until` (included with `through`; None: all); a
+    stage in waves with what its recorded decisions cut."""
+    record = StudyRecord(study, study.runs_root(overrides))
     plans: dict[str, StagePlan] = {}
     for stage in stage_order(study):
-        plans[stage.name] = plan_stage(study, stage, overrides, measured, pending_tunings(study, plans))
+        if stage == until and not through:
+            break
+        plan = plan_stage(study, stage, overrides, measured, pending_tunings(study, plans))
+        plan.waves = stage_waves(study, stage, plan.runs) if stage.kind == "sweep" else None
+        if plan.waves is not None:
+            plan.recorded = recorded_waves(record, stage)
+            plan.cut = cut_runs(plan.waves, plan.recorded)
+        plans[stage.name] = plan
+        if stage == until:
+            break
+    return plans
+
+
+def plan_study(study: Study, overrides: Sequence[str] = ()) -> list[StagePlan]:
+    """Every stage in order, planned (a `data.root` of the study's or the user's overrides that would
+    reach two data sets is refused)."""
+    plans = study_plans(study, overrides, measured=MeasuredSpeeds.from_runs_roots([study.runs_root(overrides)]))
     refuse_shared_data_root([*study.overrides, *overrides], (run for p in plans.values() for run in p.runs))
     return list(plans.values())
 

@@ -11,11 +11,16 @@ import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from stemsweep.record.files import write_json
 from stemsweep.study.spec import Stage, Study
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StudyRecord:
@@ -47,3 +52,13 @@ class StudyRecord:
             self.stages = self._read()
             self.stages[stage.name] = {**self.stages.get(stage.name, {}), **fields}
             write_json(self.path, {"stages": self.stages})
+
+    def add_wave(self, stage: Stage, entry: dict[str, Any]) -> None:
+        """Record a wave's decisions (study/adaptive.py), once: a wave decided before keeps its record."""
+        with self._locked():
+            self.stages = self._read()
+            kept = self.stages.setdefault(stage.name, {})
+            waves = kept.setdefault("waves", [])
+            if len(waves) == entry["wave"]:
+                waves.append(entry)
+                write_json(self.path, {"stages": self.stages})

@@ -22,7 +22,8 @@ keep_start_up_signals()
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -33,10 +34,11 @@ from stemsweep.plan.launcher import LauncherSettings  # noqa: E402
 from stemsweep.plan.queue import in_queue, slurm_queue  # noqa: E402
 from stemsweep.plan.runs import PlannedRun  # noqa: E402
 from stemsweep.plan.submit import SMALL_JOB, AllOf, Dependency, JobArray, Submission  # noqa: E402
+from stemsweep.study.adaptive import active_cells  # noqa: E402
 from stemsweep.study.plan import StagePlan, plan_study  # noqa: E402
 from stemsweep.study.record import StudyRecord  # noqa: E402
 from stemsweep.study.spec import Study, load_study, stage_order  # noqa: E402
-from stemsweep.study.stages import PlannedTask, StageFailed, run_stage_here  # noqa: E402
+from stemsweep.study.stages import DecideWave, PlannedTask, StageFailed, run_stage_here  # noqa: E402
 
 
 class StageTask:
@@ -46,7 +48,7 @@ class StageTask:
     def __init__(self, study_path: str, stage: str, overrides: Sequence[str]):
         self.study_path, self.stage, self.overrides = study_path, stage, list(overrides)
 
-    def __call__(self, task: PlannedTask | None = None) -> Any:
+    def __call__(self, task: PlannedTask | DecideWave | None = None) -> Any:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         try:
             study = load_study(self.study_path)
@@ -59,7 +61,7 @@ class StageTask:
         except (StageFailed, ConfigError) as exc:  # its line atop the job's log, in the study's record; no traceback
             print(f"stemsweep study: {exc}", file=sys.stderr, flush=True)
             record = StudyRecord(study, study.runs_root(self.overrides))
-            if task is None:
+            if not isinstance(task, PlannedTask):
                 record.set(stage, state="cannot start", detail=str(exc))
             else:
                 refused = {**record.stages.get(stage.name, {}).get("refused", {}), str(task.index): str(exc)}
@@ -71,15 +73,17 @@ class StageTask:
 
 
 def study_submission(study: Study, overrides: Sequence[str], settings: LauncherSettings, hold: bool = False,
-                     plans: list[StagePlan] | None = None) -> Submission:
+                     plans: list[StagePlan] | None = None) -> tuple[Submission, dict[int, tuple[str, int]]]:
     """The whole study's submission, as data (what `submit_study` commits): what is unfinished of every
-    stage. Dependencies name only jobs still in the queue (SLURM refuses one on a job that ended long ago)."""
+    stage, and for a stage in waves which of its arrays is which wave. Dependencies name only jobs still
+    in the queue (SLURM refuses one on a job that ended long ago)."""
     runs_root = study.runs_root(overrides)
     record = StudyRecord(study, runs_root)
     plans = plans if plans is not None else plan_study(study, overrides)
     by_name = {plan.stage.name: plan for plan in plans}
     queued = slurm_queue()
     submission = Submission(folder=str(Path(runs_root) / ".studies" / study.name / "%j"), settings=settings, hold=hold)
+    waves_of: dict[int, tuple[str, int]] = {}  # array → (stage, wave), for a stage in waves
     after: dict[str, list[Dependency]] = {}  # each stage's jobs, for the stages after it
     known: dict[str, Dependency] = {}  # planned signature → the task (or queued job) that trains it
     holder = {run.planned_signature: plan.stage.name for plan in plans for run in plan.runs}
@@ -101,33 +105,74 @@ def study_submission(study: Study, overrides: Sequence[str], settings: LauncherS
                 continue
             submission.add(JobArray(name, SMALL_JOB, task, [()], [None], upstream, single=True, label=stage.name))
         else:
-            pending = plan.waits_on
-            todo = [run for run in plan.runs if not run.final]
-            index = {id(run): i for i, run in enumerate(plan.runs)}
-
             def source_after(run: PlannedRun, needs=stage.needs) -> list[Dependency]:
                 """A fine-tune waits on its source's task, not on the stage that holds its source."""
                 return [dep for need in needs if need != holder.get(run.source or "") for dep in after.get(need, [])]
 
-            submission.add_runs(name, task, todo, [(PlannedTask.of(index[id(run)], run, pending),) for run in todo],
-                                after=upstream, known=known, source_after=source_after, label=stage.name)
+            _add_sweep_stage(submission, plan, StageArrays(name, task, known, source_after, stage.name), upstream,
+                             waves_of)
         after[stage.name] = [AllOf(k) for k in range(first, len(submission.arrays))]
-    return submission
+    return submission, waves_of
+
+
+@dataclass(frozen=True)
+class StageArrays:
+    """What each array of a sweep stage shares: its job name, what its tasks call, the known tasks of runs
+    (fine-tunes wait on their sources'), what a fine-tune waits on besides its source, its label."""
+
+    name: str
+    task: StageTask
+    known: dict[str, Dependency]
+    source_after: Callable[[PlannedRun], list[Dependency]]
+    label: str
+
+
+def _add_sweep_stage(submission: Submission, plan: StagePlan, arrays: StageArrays, upstream: list[Dependency],
+                     waves_of: dict[int, tuple[str, int]]) -> None:
+    """A sweep stage's unfinished runs into the submission; a stage in waves as each wave's arrays after the
+    decision job before it, and a decision job after each wave (a small CPU job: study/adaptive.py)."""
+    index = {id(run): i for i, run in enumerate(plan.runs)}
+
+    def add(runs: list[PlannedRun], waits: list[Dependency]) -> None:
+        todo = [run for run in runs if not run.final]
+        submission.add_runs(arrays.name, arrays.task, todo,
+                            [(PlannedTask.of(index[id(r)], r, plan.waits_on),) for r in todo], after=waits,
+                            known=arrays.known, source_after=arrays.source_after, label=arrays.label)
+
+    if plan.waves is None:
+        add(plan.runs, upstream)
+        return
+    waits = upstream
+    active = active_cells(plan.waves, plan.recorded)
+    for wave in range(len(plan.recorded), plan.waves.count if active else 0):
+        start = len(submission.arrays)
+        add(plan.waves.runs(wave, active), waits)
+        waves_of.update({k: (arrays.label, wave) for k in range(start, len(submission.arrays))})
+        decide = submission.add(JobArray(f"{arrays.name}.decide", SMALL_JOB, arrays.task, [(DecideWave(wave),)], [None],
+                                         [AllOf(k) for k in range(start, len(submission.arrays))] or waits,
+                                         single=True, label=arrays.label))
+        waits = [AllOf(decide)]
 
 
 def submit_study(study: Study, overrides: Sequence[str], settings: LauncherSettings, hold: bool = False,
                  plans: list[StagePlan] | None = None) -> dict[str, list[str]]:
     """Submit what is unfinished of every stage, all or nothing; returns {stage: job ids} and records them
     in the study's record. `hold`: submitted held (`sbatch --hold`), for a dry run on a real cluster."""
-    submission = study_submission(study, overrides, settings, hold, plans)
+    submission, waves_of = study_submission(study, overrides, settings, hold, plans)
     submitted = submission.commit()
     record = StudyRecord(study, study.runs_root(overrides))
     jobs: dict[str, list[str]] = {}
     for array, array_jobs in zip(submission.arrays, submitted):
         jobs.setdefault(array.label, []).extend(job.job_id for job in array_jobs)
+    wave_jobs: dict[str, dict[str, dict[str, str]]] = {}  # stage → wave → {planned signature: task}
+    for k, (stage_name, wave) in waves_of.items():
+        by_run = wave_jobs.setdefault(stage_name, {}).setdefault(str(wave), {})
+        by_run.update({run.planned_signature: job.job_id for run, job in zip(submission.arrays[k].runs, submitted[k])
+                       if run is not None})
     for stage in stage_order(study):
         if stage.name in jobs:
-            record.set(stage, state="submitted", jobs=jobs[stage.name], detail=None, refused={})
+            record.set(stage, state="submitted", jobs=jobs[stage.name], detail=None, refused={},
+                       **({"wave_jobs": wave_jobs[stage.name]} if stage.name in wave_jobs else {}))
     return jobs
 
 

@@ -13,12 +13,31 @@ A stage is one of three kinds: a sweep (a file in sweeps/ and/or a Hydra grid gi
 first. A sweep stage that selects a tuning may name the model sizes meant to train at their own lr/wd
 (`untuned: [vit_1gf, …]`, conf/model/): any other run that the tuning has no entry for is refused at plan
 time. Written as plain YAML, read with PyYAML: a study is not a Hydra config, its stages are.
+
+An adaptive study also names its questions (study/adaptive.py, docs/adaptive.md):
+
+    alpha: 0.05                    # the study's error rate, split over its comparisons (Bonferroni)
+    diverged: stemsweep            # how diverged runs count (stemsweep | pycls), as in the report
+    tuning_epsilon: 0.1            # a tuned cell stops drawing when more draws gain < ε points
+    comparisons:
+      lrwd_sgd:                    # is ViT_C's lr/wd EDF steeper than ViT_P's, with SGD?
+        stage: lrwd_sgd            # its stage runs in waves along `replicate`
+        a: [stem=conv]             # group A: the stage's runs with these overrides (as `plan` lists them)
+        b: [stem=patch]
+        statistic: lrwd_edf        # lrwd_edf | lrwd_spread | optimizer_gap | metric
+        replicate: lrwd.draw       # lrwd.draw | seed: a config key numbering the replicates 0, 1, …
+        wave: 8                    # replicates per wave; decided after each
+        min: 8                     # no decision before
+        max: 64                    # open at max
+        paired: true               # replicate k of A and of B belong together (the same draw, the same seed)
+        method: nonparametric      # per-seed statistics: nonparametric | normal
+        gap: [epochs=1, epochs=4]  # metric (optimizer_gap: sgd, adamw): per seed, the first's error minus the second's
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +67,27 @@ class Stage:
         return Path(CONF_DIR) / "tuning" / f"{self.tuning}.yaml"
 
 
+COMPARISON_KEYS = ("stage", "a", "b", "statistic", "replicate", "wave", "min", "max", "paired", "method", "gap",
+                   "margin", "within")
+OPTIMIZER_GAP = ("optimizer=sgd", "optimizer=adamw")
+
+
+@dataclass(frozen=True)
+class StudyComparison:
+    """One question of an adaptive study: its stage, its two groups of runs (by overrides), the gap its
+    per-replicate value takes if any, and the test (analysis.sequential.Comparison)."""
+
+    stage: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    gap: tuple[str, str] | None
+    test: Any  # stemsweep.analysis.sequential.Comparison
+
+    @property
+    def name(self) -> str:
+        return self.test.name
+
+
 @dataclass(frozen=True)
 class Study:
     name: str
@@ -56,6 +96,13 @@ class Study:
     overrides: tuple[str, ...] = ()
     description: str = ""
     runs_root_default: str = field(default="runs")
+    alpha: float = 0.05  # the study's error rate, over all its comparisons
+    diverged: str = "stemsweep"  # how a diverged run counts in a comparison (stability.DIVERGED_CONVENTIONS)
+    tuning_epsilon: float | None = None  # adaptive: a tuned cell stops drawing when more draws gain less
+    comparisons: tuple[StudyComparison, ...] = ()
+
+    def comparisons_of(self, stage: Stage) -> list[StudyComparison]:
+        return [c for c in self.comparisons if c.stage == stage.name]
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -108,16 +155,80 @@ def load_study(name: str) -> Study:
     if not isinstance(content, dict) or not isinstance(content.get("stages"), dict) or not content["stages"]:
         raise ConfigError(f"study file {path}: not allowed: a study is a mapping with `stages:` "
                           "(a mapping of stage name to stage)")
-    unknown = set(content) - {"description", "overrides", "stages"}
+    allowed = ("description", "overrides", "stages", "alpha", "diverged", "tuning_epsilon", "comparisons")
+    unknown = set(content) - set(allowed)
     if unknown:
         raise ConfigError(f"study file {path}: key {sorted(unknown)[0]!r} is not allowed "
-                          "(allowed: description, overrides, stages)")
+                          f"(allowed: {', '.join(allowed)})")
     stages = tuple(_stage(path, name, body) for name, body in content["stages"].items())
+    alpha = _number(path, "alpha", content.get("alpha", 0.05), 0.0, 1.0)
+    epsilon = content.get("tuning_epsilon")
     study = Study(name=name, path=path, stages=stages, overrides=tuple(_strings(path, "overrides",
                   content.get("overrides"))), description=str(content.get("description") or "").strip(),
-                  runs_root_default=f"runs/{name}")
+                  runs_root_default=f"runs/{name}", alpha=alpha, diverged=str(content.get("diverged", "stemsweep")),
+                  tuning_epsilon=None if epsilon is None else _number(path, "tuning_epsilon", epsilon, 0.0, None))
+    if study.diverged not in ("stemsweep", "pycls"):
+        raise ConfigError(f"study file {path}: diverged={study.diverged!r} is not allowed: choose stemsweep or pycls")
     _check_graph(study)
+    comparisons = content.get("comparisons") or {}
+    if not isinstance(comparisons, dict):
+        raise ConfigError(f"study file {path}: comparisons is not allowed: {comparisons!r}; give a mapping of name "
+                          "to comparison")
+    for name, body in comparisons.items():  # each checked against those before it
+        study = replace(study, comparisons=(*study.comparisons, _comparison(study, name, body)))
     return study
+
+
+def _number(path: Path, key: str, value: Any, low: float, high: float | None) -> float:
+    """A number in (low, high); one line otherwise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > low and \
+        (high is None or value < high)
+    if not ok:
+        where = f"({low}, {high})" if high is not None else f"> {low}"
+        raise ConfigError(f"study file {path}: {key}={value!r} is not allowed: a number {where}")
+    return float(value)
+
+
+def _comparison(study: Study, name: str, body: Any) -> StudyComparison:
+    """A comparison of the study file, checked: the test's own checks (analysis.sequential) and the study's
+    (its stage, its groups, one replicate axis and wave per stage)."""
+    # deferred: pandas (a second to import), which planning a study without comparisons never needs
+    from stemsweep.analysis.sequential import Comparison
+
+    where = f"study file {study.path}: comparison {name!r}"
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: not allowed: a comparison is a mapping ({', '.join(COMPARISON_KEYS)})")
+    if extra := set(body) - set(COMPARISON_KEYS):
+        raise ConfigError(f"{where}: key {sorted(extra)[0]!r} is not allowed (allowed: {', '.join(COMPARISON_KEYS)})")
+    for key in ("stage", "a", "b", "statistic"):
+        if key not in body:
+            raise ConfigError(f"{where}: it names its {key} (keys: {', '.join(COMPARISON_KEYS)})")
+    stage = study.stage(str(body["stage"]))
+    if stage.kind != "sweep":
+        raise ConfigError(f"{where}: stage {stage.name!r} is not allowed: a comparison is of a sweep stage's runs")
+    a, b = (tuple(_strings(study.path, f"{name}.{g}", body[g])) for g in ("a", "b"))
+    statistic = str(body["statistic"])
+    gap = body.get("gap", list(OPTIMIZER_GAP) if statistic == "optimizer_gap" else None)
+    if gap is not None:
+        gap = tuple(_strings(study.path, f"{name}.gap", gap))
+        if len(gap) != 2 or statistic not in ("optimizer_gap", "metric"):
+            raise ConfigError(f"{where}: gap={list(gap)} is not allowed: two overrides (the first's error minus the "
+                              "second's, per replicate), for statistic optimizer_gap or metric")
+    replicate = str(body.get("replicate", "lrwd.draw" if statistic.startswith("lrwd") else "seed"))
+    wave = body.get("wave", 8)
+    try:
+        test = Comparison(name=name, a=" ".join(a), b=" ".join(b), statistic=statistic, replicate=replicate, wave=wave,
+                          min_replicates=body.get("min", wave), max_replicates=body.get("max", 64),
+                          paired=bool(body.get("paired", True)), method=str(body.get("method", "nonparametric")),
+                          margin=body.get("margin"), within=tuple(body["within"]) if "within" in body else None)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    for other in study.comparisons:
+        if other.stage == stage.name and (other.test.replicate, other.test.wave) != (replicate, test.wave):
+            raise ConfigError(f"{where}: replicate={replicate} wave={test.wave} is not allowed: comparison "
+                              f"{other.name!r} of stage {stage.name} runs its waves along {other.test.replicate}, "
+                              f"{other.test.wave} at a time; a stage has one replicate axis and wave")
+    return StudyComparison(stage=stage.name, a=a, b=b, gap=gap, test=test)
 
 
 def _stage(path: Path, name: str, body: Any) -> Stage:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -26,6 +26,7 @@ from stemsweep.errors import ConfigError
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.runs import PlannedRun, plan_jobs
 from stemsweep.run import run
+from stemsweep.study.adaptive import active_cells, decide_wave, label
 from stemsweep.study.plan import (
     Cells,
     StagePlan,
@@ -33,11 +34,12 @@ from stemsweep.study.plan import (
     pending_tunings,
     plan_stage,
     stage_arguments,
+    study_plans,
     untuned_arguments,
     untuned_problem,
 )
-from stemsweep.study.record import StudyRecord
-from stemsweep.study.spec import Stage, Study, stage_order
+from stemsweep.study.record import StudyRecord, utc_now
+from stemsweep.study.spec import Stage, Study
 
 
 class StageFailed(RuntimeError):
@@ -67,20 +69,6 @@ class PlannedTask:
                    tuple((name, tuple(sorted(cells))) for name, cells in sorted(pending.items())))
 
 
-def study_plans(study: Study, overrides: Sequence[str], until: Stage | None = None) -> dict[str, StagePlan]:
-    """The plans of the study's sweep stages, in order, up to (not including) `until`."""
-    plans: dict[str, StagePlan] = {}
-    for stage in stage_order(study):
-        if stage == until:
-            break
-        plans[stage.name] = plan_stage(study, stage, overrides, pending=pending_tunings(study, plans))
-    return plans
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def upstream_problem(study: Study, stage: Stage, overrides: Sequence[str], plans: dict[str, StagePlan],
                      run: PlannedRun | None = None) -> str | None:
     """One line when what `stage` (or its task training `run`) needs is not final: which runs or stages,
@@ -102,7 +90,9 @@ def upstream_problem(study: Study, stage: Stage, overrides: Sequence[str], plans
         if plan.waits_on_tune:
             return f"stage {stage.name} cannot start: stage {name} has not run (it waits on " \
                    f"{', '.join(plan.waits_on_tune)}); {fix}"
-        open_runs = [r for r in plan.runs if not r.final]
+        open_runs = [r for r in plan.active_runs if not r.final]
+        if not open_runs and not plan.final:  # in waves, with a wave still to decide
+            return f"stage {stage.name} cannot start: stage {name} has waves still to run or decide; {fix}"
         if open_runs:
             listed = ", ".join(f"{r.signature} {r.status or 'not run'}" for r in open_runs[:5])
             more = f" and {len(open_runs) - 5} more" if len(open_runs) > 5 else ""
@@ -112,16 +102,32 @@ def upstream_problem(study: Study, stage: Stage, overrides: Sequence[str], plans
     return None
 
 
-def run_stage_here(study: Study, stage: Stage, overrides: Sequence[str], task: PlannedTask | None = None,
-                   record: StudyRecord | None = None) -> Any:
-    """One stage in this process (or one run of it: `task`, as a SLURM task runs it), once what it needs
-    is final. Raises StageFailed with one line."""
+@dataclass(frozen=True)
+class DecideWave:
+    """What a stage's decision job does: decide wave `wave` of a stage in waves (study/adaptive.py)."""
+
+    wave: int
+
+
+def run_stage_here(study: Study, stage: Stage, overrides: Sequence[str],
+                   task: PlannedTask | DecideWave | None = None, record: StudyRecord | None = None) -> Any:
+    """One stage in this process (or one run of it: `task`, as a SLURM task runs it; or one of its wave
+    decisions), once what it needs is final. Raises StageFailed with one line."""
     record = record or StudyRecord(study, study.runs_root(overrides))
     plans = study_plans(study, overrides, until=stage)
+    if isinstance(task, DecideWave):
+        plan = study_plans(study, overrides, until=stage, through=True)[stage.name]
+        return decide_waves_here(study, stage, overrides, plan, task.wave, record)
     if task is not None:
         planned, composed = bound_run(study, stage, overrides, task)
         if problem := upstream_problem(study, stage, overrides, plans, planned):
             raise StageFailed(problem)
+        plan = study_plans(study, overrides, until=stage, through=True)[stage.name] \
+            if study.comparisons_of(stage) else None
+        if plan is not None and task.planned_signature in plan.cut:  # its cell stopped after it was submitted
+            print(f"stemsweep study: run {task.planned_signature} of stage {stage.name} is not trained: a wave "
+                  "decision stopped its cell", flush=True)
+            return None
         return run(composed)
     if problem := upstream_problem(study, stage, overrides, plans):
         record.set(stage, state="cannot start", detail=problem)
@@ -131,19 +137,103 @@ def run_stage_here(study: Study, stage: Stage, overrides: Sequence[str], task: P
     try:
         if stage.kind == "sweep":
             plan = plan_stage(study, stage, overrides, pending=pending_tunings(study, plans))
-            if not plan.waits_on_tune and plan.final:
+            if study.comparisons_of(stage):
+                _run_waves(study, stage, overrides, record)
+            elif not plan.waits_on_tune and plan.final:
                 print(f"  all {len(plan.runs)} runs have their result: nothing to launch", flush=True)
             else:
                 _run_sweep(study, stage, overrides)
         elif stage.kind == "tune":
             _run_tune(study, stage, study.runs_root(overrides))
         else:
-            _run_report(stage, study.runs_root(overrides))
+            _run_report(study, stage, overrides)
     except StageFailed as exc:
         record.set(stage, state="failed", detail=str(exc), wall_s=round(time.monotonic() - started))
         raise
     record.set(stage, state="done", detail=None, wall_s=round(time.monotonic() - started))
     return None
+
+
+def _run_waves(study: Study, stage: Stage, overrides: Sequence[str], record: StudyRecord) -> None:
+    """A stage in waves, here: each wave's runs of the cells still going (a sweep of those runs only),
+    then its decisions, until every cell has stopped."""
+    while True:
+        plan = study_plans(study, overrides, until=stage, through=True)[stage.name]
+        assert plan.waves is not None
+        wave = len(plan.recorded)
+        active = active_cells(plan.waves, plan.recorded)
+        if wave >= plan.waves.count or not active:
+            print(f"  every cell of stage {stage.name} has stopped", flush=True)
+            return
+        runs = plan.waves.runs(wave, active)
+        print(f"  wave {wave}: {len(runs)} runs of {len(active)} cells", flush=True)
+        if not all(run.final for run in runs):
+            try:
+                _run_sweep(study, stage, overrides, only=[run.planned_signature for run in runs])
+            except StageFailed:
+                after = study_plans(study, overrides, until=stage, through=True)[stage.name].waves
+                if not all(run.status in ENDED for run in after.runs(wave, active)):  # type: ignore[union-attr]
+                    raise  # a failed run is left out of the decision; anything else stops the study here
+        decide_waves_here(study, stage, overrides, study_plans(study, overrides, until=stage, through=True)[stage.name],
+                          wave, record)
+
+
+def decide_waves_here(study: Study, stage: Stage, overrides: Sequence[str], plan: StagePlan, wave: int,
+                      record: StudyRecord) -> None:
+    """Decide the stage's waves up to `wave` that are not decided yet (they are in order), record each,
+    print its decisions, and cancel the SLURM tasks of the cells it stopped in the waves after it."""
+    from stemsweep.analysis.load import load_runs, with_error_before_divergence  # deferred: pandas
+
+    assert plan.waves is not None
+    recorded = list(plan.recorded)
+    runs_root = study.runs_root(overrides)
+    while len(recorded) <= min(wave, plan.waves.count - 1):
+        at = len(recorded)
+        open_runs = [run for run in plan.waves.runs(at, active_cells(plan.waves, recorded))
+                     if run.status not in ENDED]
+        if open_runs:
+            raise StageFailed(f"stage {stage.name} cannot decide wave {at}: {len(open_runs)} of its runs have no "
+                              f"result (e.g. {open_runs[0].planned_signature} {open_runs[0].status or 'not run'}); "
+                              f"run `stemsweep study run {study.name}` again once they have")
+        table = load_runs(runs_root) if Path(runs_root).is_dir() else None
+        if table is not None and study.diverged == "pycls":
+            table = with_error_before_divergence(table, runs_root)
+        entry = decide_wave(study, plan.waves, at, recorded, table)
+        record.add_wave(stage, entry)
+        recorded.append(entry)
+        for name, decision in entry["decisions"].items():
+            if decision["wave"] == at:
+                print(f"  wave {at} ({entry['replicates']} {plan.waves.replicate}): {name}: "
+                      f"{decision_text(decision)}", flush=True)
+        cancel_stopped(record, stage, plan, entry)
+
+
+def cancel_stopped(record: StudyRecord, stage: Stage, plan: StagePlan, entry: dict[str, Any]) -> None:
+    """The SLURM tasks of later waves whose cells this decision stopped: cancelled before they start, so
+    that they never take a GPU (their ids are in the study's record, `wave_jobs`)."""
+    assert plan.waves is not None
+    stopped = set(entry["stopped"]) | ({label(c) for c in plan.waves.cells} if not entry["active"] else set())
+    jobs = record.stages.get(stage.name, {}).get("wave_jobs", {})
+    cancel = [job for wave, by_run in jobs.items() if int(wave) > entry["wave"]
+              for signature, job in by_run.items()
+              if any(label(cell) in stopped and signature in {r.planned_signature for r in runs.values()}
+                     for cell, runs in plan.waves.cells.items())]
+    if cancel:
+        subprocess.run(["scancel", *cancel], capture_output=True)
+        print(f"  cancelled {len(cancel)} queued runs of the stopped cells", flush=True)
+
+
+def decision_text(decision: dict[str, Any]) -> str:
+    """`A better after 24 (evidence 161 ≥ 160)`, `open at 64`, `open (evidence 3.2 of 160)`."""
+    outcome, n = decision["outcome"], decision["n"]
+    evidence = f"evidence {decision['evidence']:.3g} of {decision['threshold']:.3g}"
+    if outcome == "open":
+        return f"open at {n} ({evidence})" if decision["final"] else f"open after {n} ({evidence})"
+    return f"{OUTCOME_WORDS.get(outcome, outcome)} after {n} ({evidence})"
+
+
+OUTCOME_WORDS = {"a_better": "A better", "b_better": "B better", "equal": "equal within the margin"}
+ENDED = ("done", "diverged", "failed")  # a wave is decided once each of its runs ended (failed: left out)
 
 
 def bound_run(study: Study, stage: Stage, overrides: Sequence[str], task: PlannedTask) -> tuple[PlannedRun, DictConfig]:
@@ -168,11 +258,18 @@ def bound_run(study: Study, stage: Stage, overrides: Sequence[str], task: Planne
     return now, composer(list(now.overrides))
 
 
-def _run_sweep(study: Study, stage: Stage, overrides: Sequence[str]) -> None:
-    """The stage's sweep in a child process. SIGTERM is passed on to it (Ctrl-C reaches it from the
-    terminal by itself), and the study waits until its runs have checkpointed."""
-    command = [sys.executable, "-m", "stemsweep.run", "-m",
-               *([f"+sweeps={stage.sweep}"] if stage.sweep else []), *stage_arguments(study, stage, overrides)]
+def _run_sweep(study: Study, stage: Stage, overrides: Sequence[str], only: Sequence[str] | None = None) -> None:
+    """The stage's sweep in a child process (only the runs `only` names, a wave's, when given). SIGTERM is
+    passed on to it (Ctrl-C reaches it from the terminal by itself), and the study waits until its runs
+    have checkpointed."""
+    selected = []
+    if only is not None:
+        listing = Path(study.runs_root(overrides)) / ".studies" / study.name / f"{stage.name}.runs"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{signature}\n" for signature in only))
+        selected = [f"hydra.sweeper.only={listing}"]
+    command = [sys.executable, "-m", "stemsweep.run", "-m", *([f"+sweeps={stage.sweep}"] if stage.sweep else []),
+               *stage_arguments(study, stage, overrides), *selected]
     print("  " + " ".join(command[1:]), flush=True)
     child = subprocess.Popen(command)
     received: list[int] = []
@@ -207,9 +304,10 @@ def _run_tune(study: Study, stage: Stage, runs_root: str) -> None:
     print(f"tuning written to {stage.tuning_file} (tuning={stage.tuning})")
 
 
-def _run_report(stage: Stage, runs_root: str) -> None:
+def _run_report(study: Study, stage: Stage, overrides: Sequence[str]) -> None:
     """export (if asked) then the report drawn from the export alone, so that anyone can regenerate it
-    from the repository."""
+    from the repository; an adaptive study's comparisons are added to it (study/report.py)."""
+    runs_root = study.runs_root(overrides)
     # deferred: pandas and matplotlib, which planning never needs (seconds to import)
     from stemsweep.analysis.export import export_runs
     from stemsweep.analysis.report import write_report

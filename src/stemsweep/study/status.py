@@ -6,14 +6,16 @@ import functools
 from collections.abc import Sequence
 
 from stemsweep.plan.queue import in_queue, slurm_queue
+from stemsweep.study.plan import study_plans
 from stemsweep.study.record import StudyRecord
 from stemsweep.study.runner import compact_jobs
 from stemsweep.study.spec import Study, stage_order
-from stemsweep.study.stages import study_plans
+from stemsweep.study.stages import decision_text
 from stemsweep.sweep.status import aligned, run_state
 
-COLUMNS = ("stage", "kind", "runs", "done", "diverged", "training", "queued", "failed", "to run", "state", "jobs",
-           "waiting on / why")
+COLUMNS = ("stage", "kind", "runs", "done", "diverged", "training", "queued", "failed", "to run", "cut", "state",
+           "jobs", "waiting on / why")
+COMPARISON_COLUMNS = ("comparison", "stage", "A", "B", "statistic", "replicates", "evidence", "threshold", "decision")
 # Each run's state (sweep/status.run_state) → its column.
 COLUMN_OF = {"done": "done", "diverged": "diverged", "running": "training", "queued": "queued",
              "requeued": "queued", "failed": "failed", "corrupt": "failed", "pending": "to run",
@@ -39,10 +41,33 @@ def study_rows(study: Study, overrides: Sequence[str] = ()) -> list[dict[str, st
             if plan.waits_on_tune:
                 row["waiting on / why"] = f"waiting on {', '.join(plan.waits_on_tune)} (no signatures before it)"
             else:
-                columns = [COLUMN_OF[_state(run.run_dir, queued)] for run in plan.runs]
+                columns = [COLUMN_OF[_state(run.run_dir, queued)] for run in plan.active_runs]
                 row.update({c: str(columns.count(c)) for c in set(COLUMN_OF.values())})
+                row["cut"] = str(len(plan.cut))  # never run: past a wave that stopped their cells
                 if plan.runs and plan.final:  # done when its runs are, whatever was last recorded
                     row["state"] = "done"
+                elif plan.waves is not None and plan.recorded:
+                    row["waiting on / why"] = row["waiting on / why"] or \
+                        f"wave {len(plan.recorded)} of {plan.waves.count} next"
+        rows.append(row)
+    return rows
+
+
+def comparison_rows(study: Study, overrides: Sequence[str] = ()) -> list[dict[str, str | None]]:
+    """Each comparison of an adaptive study, as its last decided wave left it."""
+    record = StudyRecord(study, study.runs_root(overrides))
+    rows = []
+    for comparison in study.comparisons:
+        waves = record.stages.get(comparison.stage, {}).get("waves", [])
+        decision = waves[-1]["decisions"].get(comparison.name) if waves else None
+        test = comparison.test
+        row: dict[str, str | None] = {"comparison": comparison.name, "stage": comparison.stage, "A": test.a,
+                                      "B": test.b, "statistic": test.statistic}
+        if decision is None:
+            row.update(replicates=f"0 of {test.max_replicates}", decision="no wave decided yet")
+        else:
+            row.update(replicates=f"{decision['n']} of {test.max_replicates}", evidence=f"{decision['evidence']:.3g}",
+                       threshold=f"{decision['threshold']:.3g}", decision=decision_text(decision))
         rows.append(row)
     return rows
 
@@ -69,5 +94,8 @@ def _jobs(ids: list[str] | None, queued) -> str | None:
     return ", ".join(compact_jobs(ids)) + (f" ({waiting} in queue)" if waiting else "")
 
 
-def format_study(rows: list[dict[str, str | None]]) -> str:
-    return "\n".join(aligned(rows, COLUMNS))
+def format_study(rows: list[dict[str, str | None]], comparisons: list[dict[str, str | None]] = ()) -> str:
+    lines = aligned(rows, COLUMNS)
+    if comparisons:
+        lines += ["", *aligned(list(comparisons), COMPARISON_COLUMNS)]
+    return "\n".join(lines)
