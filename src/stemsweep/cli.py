@@ -43,11 +43,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from stemsweep.analysis.tune import write_tuning
+    from stemsweep.analysis.tune import tuning_file, write_tuning
 
     tuned = write_tuning(args.runs, args.sweeps, args.out)
     print(tuned.to_string(index=False))
-    print(f"tuning written to {args.out}")
+    print(f"tuning written to {tuning_file(args.out)}")
     return 0
 
 
@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="each model's best lr/wd from lr/wd sweeps, as a conf/tuning/ option")
     p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
     p.add_argument("--sweeps", nargs="+", required=True, help="the lr/wd sweeps to tune from, e.g. mini_lrwd_adamw")
-    p.add_argument("--out", required=True, help="the option file to write, e.g. conf/tuning/mini.yaml")
+    p.add_argument("--out", required=True, help="a tuning name, written to conf/local/tuning/NAME.yaml (tuning=NAME), "
+                                                "or a file")
     p.set_defaults(func=_tune)
 
     p = sub.add_parser("check-data", help="decode every image of a data folder (train/, val/) and list the "

@@ -24,6 +24,9 @@ from stemsweep.models.stems import CONFIG_STEMS, NO_STEM, VIT_STEMS
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the YAML this schema validates
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"  # one file per experiment (+sweeps=NAME)
+# This machine's own settings, not tracked by git: default.yaml, launcher presets, the tunings studies write
+# (conf/local/README.md; hydra_plugins/stemsweep_plugins/searchpath.py).
+LOCAL_CONF_DIR = Path(CONF_DIR) / "local"
 
 # Planning a sweep checks every value but the existence of folders (a plan is made where the data
 # may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().

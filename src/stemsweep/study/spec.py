@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stemsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError
+from stemsweep.config import LOCAL_CONF_DIR, SWEEPS_DIR, ConfigError
 
 STUDIES_DIR = SWEEPS_DIR.parent / "studies"
 KINDS = ("sweep", "tune", "report")
@@ -40,7 +40,9 @@ class Stage:
 
     @property
     def tuning_file(self) -> Path:
-        return Path(CONF_DIR) / "tuning" / f"{self.tuning}.yaml"
+        """Where `tune` writes: conf/local/tuning/, outside the tracked tree (a `git pull` never conflicts
+        with it), where `tuning=NAME` finds it first (hydra_plugins/stemsweep_plugins/searchpath.py)."""
+        return LOCAL_CONF_DIR / "tuning" / f"{self.tuning}.yaml"
 
 
 @dataclass(frozen=True)
