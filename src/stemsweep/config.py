@@ -366,10 +366,17 @@ class RunConfig:
                 self.stem.name in VIT_STEMS,
                 f"stem={self.stem.name} is not allowed with model={self.model.size}: choose {' or '.join(VIT_STEMS)}",
             )
+        if self.schedule.step == "iteration" and self.schedule.warmup_epochs >= self.epochs:
+            # A per-step warm-up as long as the run or longer is fitted to it: half the run, so that the
+            # natural first sweep, epochs=1 with the short schedule's 1-epoch warm-up, trains (at 0.5, as the
+            # mini preset does). The fitted value is what the run hashes and records (config.yaml); a run
+            # whose warm-up already fits keeps its value and its signature.
+            self.schedule.warmup_epochs = self.epochs / 2
         _require(
             self.schedule.warmup_epochs < self.epochs,
-            f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs}: "
-            "warm-up must end before the last epoch",
+            f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs} and "
+            f"schedule.step={self.schedule.step}: warm-up must end before the last epoch; lower it, or use "
+            "schedule=short, whose per-step warm-up is fitted to short runs",
         )
 
     def train_image_size(self) -> int:
