@@ -51,6 +51,17 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_config(args: argparse.Namespace) -> int:
+    from stemsweep.cluster import write_cluster_config
+
+    path, notes = write_cluster_config(args.name, args.partition, args.force)
+    print(f"wrote {path}: check it (account, setup lines), then `stemsweep study plan paper "
+          f"hydra/launcher={args.name}`")
+    for note in notes:
+        print(f"  - {note}")
+    return 0
+
+
 def _check_data(args: argparse.Namespace) -> int:
     from stemsweep.data.check import check_data
 
@@ -135,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a tuning name, written to conf/local/tuning/NAME.yaml (tuning=NAME), "
                                                 "or a file")
     p.set_defaults(func=_tune)
+
+    p = sub.add_parser("cluster-config", help="a SLURM preset for this cluster from sinfo and scontrol, written to "
+                                              "conf/local/hydra/launcher/NAME.yaml for you to check")
+    p.add_argument("name", help="the preset's name, as hydra/launcher=NAME takes it, e.g. mycluster")
+    p.add_argument("--partition", help="the partition to use (default: the default one if it has GPUs, else the "
+                                       "one with the most GPUs a node)")
+    p.add_argument("--force", action="store_true", help="write over an existing preset of that name")
+    p.set_defaults(func=_cluster_config)
 
     p = sub.add_parser("check-data", help="decode every image of a data folder (train/, val/) and list the "
                                           "files that cannot be read or decoded; exits 1 if there are any")
