@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 CODEC_PIN := torchcodec==0.17.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-fast test-hydra14 demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
+.PHONY: setup test test-fast test-hydra14 install-check demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
 
 setup: $(VENV)/.stamp-deps data $(VENV)-hydra14/.stamp
 
@@ -48,6 +48,13 @@ test-hydra14: setup
 # in processes of their own; `make test` runs them all.
 test-fast: setup
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slurm and not processes" --durations=12
+
+# A cluster without root (docs/cluster.md): `pip install -e '.[notebook]'` into a fresh venv with no system
+# site packages, torch from pip, no embedded data set; then a plan for SLURM, a small synthetic sweep, the
+# report and a notebook on the committed records (scripts/install-check.sh; about 3 minutes, 7 GB of disk
+# while it runs). Outside the pytest budget: .ci/run runs it after `make test`.
+install-check:
+	bash scripts/install-check.sh "$(TORCH_PIN)"
 
 demo: setup
 	$(PY) -m stemsweep.run

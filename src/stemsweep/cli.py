@@ -50,11 +50,22 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from stemsweep.analysis.tune import write_tuning
+    from stemsweep.analysis.tune import tuning_file, write_tuning
 
     tuned = write_tuning(args.runs, args.sweeps, args.out)
     print(tuned.to_string(index=False))
-    print(f"tuning written to {args.out}")
+    print(f"tuning written to {tuning_file(args.out)}")
+    return 0
+
+
+def _cluster_config(args: argparse.Namespace) -> int:
+    from stemsweep.cluster import write_cluster_config
+
+    path, notes = write_cluster_config(args.name, args.partition, args.force)
+    print(f"wrote {path}: check it (account, setup lines), then `stemsweep study plan paper "
+          f"hydra/launcher={args.name}`")
+    for note in notes:
+        print(f"  - {note}")
     return 0
 
 
@@ -132,8 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="each model's best lr/wd from lr/wd sweeps, as a conf/tuning/ option")
     p.add_argument("runs", nargs="+", help="runs directories (or entity/project for W&B)")
     p.add_argument("--sweeps", nargs="+", required=True, help="the lr/wd sweeps to tune from, e.g. mini_lrwd_adamw")
-    p.add_argument("--out", required=True, help="the option file to write, e.g. conf/tuning/mini.yaml")
+    p.add_argument("--out", required=True, help="a tuning name, written to conf/local/tuning/NAME.yaml (tuning=NAME), "
+                                                "or a file")
     p.set_defaults(func=_tune)
+
+    p = sub.add_parser("cluster-config", help="a SLURM preset for this cluster from sinfo and scontrol, written to "
+                                              "conf/local/hydra/launcher/NAME.yaml for you to check")
+    p.add_argument("name", help="the preset's name, as hydra/launcher=NAME takes it, e.g. mycluster")
+    p.add_argument("--partition", help="the partition to use (default: the default one if it has GPUs, else the "
+                                       "one with the most GPUs a node)")
+    p.add_argument("--force", action="store_true", help="write over an existing preset of that name")
+    p.set_defaults(func=_cluster_config)
 
     p = sub.add_parser("check-data", help="decode every image of a data folder (train/, val/) and list the "
                                           "files that cannot be read or decoded; exits 1 if there are any")

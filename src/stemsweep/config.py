@@ -25,6 +25,9 @@ from stemsweep.models.stems import CONFIG_STEMS, NO_STEM, VIT_STEMS
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the YAML this schema validates
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"  # one file per experiment (+sweeps=NAME)
+# This machine's own settings, not tracked by git: default.yaml, launcher presets, the tunings studies write
+# (conf/local/README.md; hydra_plugins/stemsweep_plugins/searchpath.py).
+LOCAL_CONF_DIR = Path(CONF_DIR) / "local"
 
 # Planning a sweep checks every value but the existence of folders (a plan is made where the data
 # may not be, e.g. ImageNet sweeps planned on a laptop); see paths_unchecked().
@@ -379,10 +382,17 @@ class RunConfig:
                 self.stem.name in VIT_STEMS,
                 f"stem={self.stem.name} is not allowed with model={self.model.size}: choose {' or '.join(VIT_STEMS)}",
             )
+        if self.schedule.step == "iteration" and self.schedule.warmup_epochs >= self.epochs:
+            # A per-step warm-up as long as the run or longer is fitted to it: half the run, so that the
+            # natural first sweep, epochs=1 with the short schedule's 1-epoch warm-up, trains (at 0.5, as the
+            # mini preset does). The fitted value is what the run hashes and records (config.yaml); a run
+            # whose warm-up already fits keeps its value and its signature.
+            self.schedule.warmup_epochs = self.epochs / 2
         _require(
             self.schedule.warmup_epochs < self.epochs,
-            f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs}: "
-            "warm-up must end before the last epoch",
+            f"schedule.warmup_epochs={self.schedule.warmup_epochs} is not allowed with epochs={self.epochs} and "
+            f"schedule.step={self.schedule.step}: warm-up must end before the last epoch; lower it, or use "
+            "schedule=short, whose per-step warm-up is fitted to short runs",
         )
 
     def train_image_size(self) -> int:

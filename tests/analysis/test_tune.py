@@ -71,3 +71,21 @@ def test_tuned_values_read_back_as_floats():
     loaded = OmegaConf.create(tuning_yaml(table, ["mini_lrwd_adamw"]))
     assert isinstance(loaded.vit_xs.conv.adamw.lr, float) and loaded.vit_xs.conv.adamw.lr == 1e-3
     assert loaded.vit_xs.conv.adamw.wd == 5e-05
+
+
+def test_a_tuning_name_is_written_to_conf_local_where_that_name_is_found_first(records_dir, capsys):
+    import uuid
+
+    from stemsweep.config import LOCAL_CONF_DIR
+
+    name = f"test_{uuid.uuid4().hex[:8]}"
+    path = LOCAL_CONF_DIR / "tuning" / f"{name}.yaml"
+    try:
+        assert tune(records_dir, name) == 0
+        assert f"tuning written to {path}" in capsys.readouterr().out  # outside the tracked tree
+        written = OmegaConf.load(path).vit_xs.conv.sgd
+        with paths_unchecked():
+            opt = validated_config(compose(["model=vit_xs", "stem=conv", "optimizer=sgd", f"tuning={name}"])).optimizer
+        assert (opt.lr, opt.wd) == (written.lr, written.wd)
+    finally:
+        path.unlink(missing_ok=True)

@@ -6,13 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from tiny import COMMON, study, summaries
-
-from stemsweep.config import CONF_DIR
+from tiny import COMMON, study, summaries, tuning_path
 
 pytestmark = pytest.mark.processes  # each stage's sweep is a process of its own
 
@@ -27,7 +24,7 @@ def test_a_local_study_runs_its_stages_in_order_and_binds_each_to_what_came_befo
     assert {k: len(v) for k, v in by_sweep.items()} == {"tiny_lrwd": 4, "tiny_length": 2, "tiny_pretrain": 1,
                                                           "tiny_finetune": 1}
     # tune wrote the best draw, and the training-length runs trained at it
-    tuned = yaml.safe_load((Path(CONF_DIR) / "tuning" / f"{tuning}.yaml").read_text())["vit_xs"]["conv"]["adamw"]
+    tuned = yaml.safe_load(tuning_path(tuning).read_text())["vit_xs"]["conv"]["adamw"]
     best = min(by_sweep["tiny_lrwd"], key=lambda s: s["best_error"])
     assert (tuned["lr"], tuned["wd"]) == (best["lr"], best["wd"])
     assert {(s["lr"], s["wd"]) for s in by_sweep["tiny_length"]} == {(best["lr"], best["wd"])}

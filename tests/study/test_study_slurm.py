@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny import remove_tuning, study, summaries, write_tiny_study
-
-from stemsweep.config import CONF_DIR
+from tiny import remove_tuning, study, summaries, tuning_path, write_tiny_study
 
 pytestmark = pytest.mark.slurm
 
@@ -69,7 +67,7 @@ def test_one_command_submits_the_whole_study_and_it_finishes_on_its_own_as_it_wo
         by_sweep: dict[str, list[dict]] = {}
         for s in records.values():
             by_sweep.setdefault(s["sweep"], []).append(s)
-        tuned = yaml.safe_load((Path(CONF_DIR) / "tuning" / f"{tuning}.yaml").read_text())["vit_xs"]["conv"]["adamw"]
+        tuned = yaml.safe_load(tuning_path(tuning).read_text())["vit_xs"]["conv"]["adamw"]
         assert {(s["lr"], s["wd"]) for s in by_sweep["tiny_length"]} == {(tuned["lr"], tuned["wd"])}
         assert by_sweep["tiny_finetune"][0]["init_from"] == by_sweep["tiny_pretrain"][0]["signature"]
         assert (tmp_path / "report" / "report.md").is_file()
@@ -80,7 +78,7 @@ def test_one_command_submits_the_whole_study_and_it_finishes_on_its_own_as_it_wo
         _, local_runs, _, local_tuning, local_result = local_study
         assert local_result.returncode == 0, local_result.stderr
         assert set(summaries(local_runs)) == set(records)
-        local_tuned = yaml.safe_load((Path(CONF_DIR) / "tuning" / f"{local_tuning}.yaml").read_text())
+        local_tuned = yaml.safe_load(tuning_path(local_tuning).read_text())
         assert local_tuned["vit_xs"]["conv"]["adamw"] == tuned
     finally:
         remove_tuning(tuning)

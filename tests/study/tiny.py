@@ -12,7 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from stemsweep.config import CONF_DIR
+from stemsweep.config import LOCAL_CONF_DIR
 
 COMMON = ["model=vit_xs", "stem=conv", "data=synthetic", "data.num_train=128", "data.num_test=64",
           "batch_size=32", "logger=none", "threads=1", "schedule.warmup_epochs=0", "ema.enabled=false"]
@@ -20,7 +20,7 @@ PRETRAIN = ["sweep=tiny_pretrain", "optimizer=adamw", "epochs=1", "seed=0"]
 
 
 def write_tiny_study(folder: Path, runs_root: Path, extra: list[str] = ()) -> tuple[Path, str]:
-    """The study file and the tuning name it writes (unique: conf/tuning/ is shared by every test)."""
+    """The study file and the tuning name it writes (unique: conf/local/tuning/ is shared by every test)."""
     tuning = f"test_{uuid.uuid4().hex[:8]}"
     from stemsweep.compose import signature_of_overrides
 
@@ -44,8 +44,13 @@ def write_tiny_study(folder: Path, runs_root: Path, extra: list[str] = ()) -> tu
     return path, tuning
 
 
+def tuning_path(name: str) -> Path:
+    """Where a study's `tune` stage writes tuning NAME (Stage.tuning_file)."""
+    return LOCAL_CONF_DIR / "tuning" / f"{name}.yaml"
+
+
 def remove_tuning(name: str) -> None:
-    path = Path(CONF_DIR) / "tuning" / f"{name}.yaml"
+    path = tuning_path(name)
     if path.exists():
         os.remove(path)
 

@@ -1,14 +1,20 @@
 """Analysis of the study: run records → one table → the paper's metrics, figures and report.
 
     from stemsweep import analysis as sa
-    runs = sa.load_runs("runs")                       # or "wandb:entity/project"
+    runs = sa.load_runs(sa.runs_source())             # $STEMSWEEP_RUNS, else runs/, else results/mini-study
     sa.training_length_gap(sa.tuned_runs(runs))
     sa.lrwd_edf(sa.lrwd_study_runs(runs))
 
 `stemsweep report RUNS --out DIR` writes every figure and table (stemsweep.analysis.report).
 """
 
-from stemsweep.analysis.load import CorruptRecordWarning, load_history, load_runs, with_error_before_divergence
+from stemsweep.analysis.load import (
+    CorruptRecordWarning,
+    load_history,
+    load_runs,
+    runs_source,
+    with_error_before_divergence,
+)
 from stemsweep.analysis.plots import (
     edf_figure,
     lrwd_scatter_figure,
@@ -35,7 +41,7 @@ from stemsweep.analysis.stability import (
 )
 
 __all__ = [
-    "CorruptRecordWarning", "load_history", "load_runs", "with_error_before_divergence",
+    "CorruptRecordWarning", "load_history", "load_runs", "runs_source", "with_error_before_divergence",
     "DIVERGED_CONVENTIONS", "edf_band", "edf_ks", "edf_summary", "lrwd_edf", "lrwd_results", "lrwd_study_runs",
     "optimizer_gap", "paper_top1_errors", "peak_table", "results", "seed_groups", "training_length_gap", "tuned_runs",
     "edf_figure", "lrwd_scatter_figure", "optimizer_gap_figure", "peak_figure", "save_figure",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from stemsweep.errors import ConfigError
 from stemsweep.models.stems import record_stem
@@ -66,6 +67,83 @@ WANDB_CONFIG_KEYS = {
 # the end). A run that stopped without finishing is a failed one.
 WANDB_STATES = {"running": "running", "pending": "running", "finished": "done",
                 "crashed": "failed", "failed": "failed", "killed": "failed"}
+
+
+# What the notebooks read (runs_source): STEMSWEEP_RUNS, else this repository's runs/, else the mini study's
+# committed records, which need no training.
+RUNS_ENV = "STEMSWEEP_RUNS"
+REPOSITORY = Path(__file__).resolve().parents[3]
+COMMITTED_RECORDS = Path("results") / "mini-study"
+
+
+def runs_source(value: str | None = None, repository: Path = REPOSITORY) -> str:
+    """The records a notebook reads: `value`, else $STEMSWEEP_RUNS, as a source for load_runs.
+
+    - ``wandb:entity/project`` (or ``entity/project``): a W&B project, as load_runs takes it;
+    - a folder of records: a path, relative to the working directory or else to the repository
+      (Jupyter starts a notebook's kernel in the notebook's folder, analysis/);
+    - a study's name: the folder its runs are in: runs/NAME/, or the `runs_root=` its study file
+      (studies/NAME.yaml) gives, e.g. runs/mini-study for `mini`;
+    - unset or empty: runs/ when it holds records, or the one folder in runs/ that does (a study's);
+      with none, the mini study's committed records (results/mini-study). runs/ holding several
+      studies' records is a ConfigError that names them: one EDF over two studies would mix them.
+    """
+    text = (value if value is not None else os.environ.get(RUNS_ENV, "")).strip()
+    if text:
+        folder = _existing(Path(text), repository)
+        if folder is None and (repository / "studies" / f"{text}.yaml").is_file():
+            study_runs = _study_runs(text, repository)
+            folder = _existing(study_runs, repository)
+            if folder is None:
+                raise ConfigError(f"{RUNS_ENV}={text} is not allowed: study {text}'s runs folder {study_runs} is not "
+                                  f"here; run the study first (`stemsweep study run {text}`), or give a records folder")
+        folder = folder or _existing(Path("runs") / text, repository)
+        if folder is not None:
+            return str(folder)
+        if text.startswith("wandb:") or re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+            return text  # a W&B project (load_runs tells a mistyped folder from one)
+        raise ConfigError(f"{RUNS_ENV}={text} is not allowed: it is no records folder, no study's runs folder and "
+                          "no W&B project; give a folder of run records, a study's name (its runs in runs/NAME/) "
+                          "or wandb:entity/project")
+    runs = _existing(Path("runs"), repository)
+    if runs is not None:
+        if _holds_records(runs):
+            return str(runs)
+        studies = sorted(d for d in runs.iterdir() if d.is_dir() and _holds_records(d))
+        if len(studies) == 1:
+            return str(studies[0])
+        if studies:
+            raise ConfigError(f"{RUNS_ENV} is not set and {runs} holds the records of several studies "
+                              f"({', '.join(d.name for d in studies)}): set {RUNS_ENV} to one of them")
+    return str(_existing(COMMITTED_RECORDS, repository) or COMMITTED_RECORDS)
+
+
+def _existing(path: Path, repository: Path) -> Path | None:
+    """`path` if it is a folder, else the repository's folder of that relative path, else None."""
+    for candidate in (path, repository / path if not path.is_absolute() else None):
+        if candidate is not None and candidate.is_dir():
+            return candidate.absolute()  # said in full: a notebook's kernel runs in another folder than the user
+    return None
+
+
+def _holds_records(folder: Path) -> bool:
+    return next(folder.glob("*/summary.json"), None) is not None
+
+
+def _study_runs(name: str, repository: Path) -> Path:
+    """The runs folder of study NAME (studies/NAME.yaml): the last `runs_root=` of its overrides, else
+    runs/NAME. (The study file is read here, not through stemsweep.study, which imports the analysis: the
+    layers go one way.)"""
+    runs_root = Path("runs") / name
+    try:
+        overrides = (yaml.safe_load((repository / "studies" / f"{name}.yaml").read_text()) or {}).get("overrides")
+    except (yaml.YAMLError, AttributeError):
+        overrides = None  # a broken study file: `stemsweep study` says what is wrong with it
+    for override in overrides or []:
+        key, _, root = str(override).partition("=")
+        if key.lstrip("+") == "runs_root":
+            runs_root = Path(root)
+    return runs_root
 
 
 class CorruptRecordWarning(UserWarning):

@@ -2,9 +2,11 @@
 
 `stemsweep tune` loads the runs of one or more lr/wd sweeps, takes for each model size, stem and
 optimizer the draw with the lowest error (`stability.edf_summary`: diverged draws never win) and
-writes them as a `conf/tuning/` option, e.g. ``conf/tuning/mini.yaml``. Sweeps that select it
-(``override /tuning: mini``) run at those values; a run records the resolved lr/wd, so re-tuning to
-other values makes new runs rather than reusing old ones.
+writes them as a `tuning` option: ``--out NAME`` writes ``conf/local/tuning/NAME.yaml``, which git does not
+track and which `tuning=NAME` finds before conf/tuning/ (a path writes there instead: the committed
+mini-study tunings are regenerated from the committed records with ``--out conf/tuning/mini.yaml``).
+Sweeps that select it (``tuning=NAME``) run at those values; a run records the resolved lr/wd, so
+re-tuning to other values makes new runs rather than reusing old ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from stemsweep.analysis.load import load_runs
 from stemsweep.analysis.stability import edf_summary, lrwd_study_runs
+from stemsweep.config import LOCAL_CONF_DIR
 from stemsweep.errors import ConfigError
 from stemsweep.models.stems import config_stem
 from stemsweep.record.files import write_text
@@ -74,8 +77,17 @@ def _number(value: float) -> str:
     return text
 
 
+def tuning_file(out: str | Path) -> Path:
+    """Where `--out` writes: a tuning's name (no folder, no .yaml) is conf/local/tuning/NAME.yaml, the
+    machine's own; anything else is the file it names."""
+    text = str(out)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        return LOCAL_CONF_DIR / "tuning" / f"{text}.yaml"
+    return Path(out)
+
+
 def write_tuning(sources: Sequence[str], sweeps: Sequence[str], out: str | Path) -> pd.DataFrame:
-    """Tune from the runs of `sweeps` found in `sources` and write the option to `out`."""
+    """Tune from the runs of `sweeps` found in `sources` and write the option to `out` (tuning_file)."""
     tuned = tuned_lrwd(load_runs(sources), sweeps)
-    write_text(Path(out), tuning_yaml(tuned, sweeps))
+    write_text(tuning_file(out), tuning_yaml(tuned, sweeps))
     return tuned

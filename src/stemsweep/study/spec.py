@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from stemsweep.compose import last_value, sweep_file_problem
-from stemsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError
+from stemsweep.config import LOCAL_CONF_DIR, SWEEPS_DIR, ConfigError
 from stemsweep.models import SIZES
 
 STUDIES_DIR = SWEEPS_DIR.parent / "studies"
@@ -64,7 +64,9 @@ class Stage:
 
     @property
     def tuning_file(self) -> Path:
-        return Path(CONF_DIR) / "tuning" / f"{self.tuning}.yaml"
+        """Where `tune` writes: conf/local/tuning/, outside the tracked tree (a `git pull` never conflicts
+        with it), where `tuning=NAME` finds it first (hydra_plugins/stemsweep_plugins/searchpath.py)."""
+        return LOCAL_CONF_DIR / "tuning" / f"{self.tuning}.yaml"
 
 
 COMPARISON_KEYS = ("stage", "a", "b", "statistic", "replicate", "wave", "min", "max", "paired", "method", "gap",

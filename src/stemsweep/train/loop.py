@@ -313,7 +313,7 @@ def prepare(cfg: RunConfig, run: RunDir, summary: dict[str, Any], env: DistEnv,
 
 def where_trained(device: torch.device, env: DistEnv, image_size: int) -> dict[str, Any]:
     """The device type and name, the number of processes and the resolution: what a cost estimate
-    matches finished runs on (study/cost.py)."""
+    matches finished runs on (plan/cost.py)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {"device": device.type, "device_name": name, "world_size": env.world_size, "image_size": image_size}
 
