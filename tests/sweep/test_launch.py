@@ -79,6 +79,10 @@ def test_a_sweep_file_with_overrides_on_top_runs_two_at_a_time_with_local_parall
     assert result.returncode == 0, out
     assert skipped_line(out) == "3 runs in the sweep: 0 skipped (done, failed or diverged: retry=true runs " \
                                 "those again), 3 to launch"
+    # its progress as each run ends, read from the records while joblib's batch runs
+    progress = re.findall(r"stemsweep: (\d) of 3 runs ended; (\d) to go, ETA \d\d:\d\d \(in \d+ min\)", out)
+    assert progress and progress[0][0] in "12" and [int(a) + int(b) for a, b in progress] == [3] * len(progress), out
+    assert re.search(r"stemsweep: 3 of 3 runs ended$", out, re.MULTILINE), out
     done = records(tmp_path)
     assert {(s["model"], s["optimizer"]) for s in done.values()} == {
         ("ViT_P-XS", "adamw"), ("ViT_C-XS", "adamw"), ("RegNetY-XS", "sgd")}
@@ -175,6 +179,7 @@ def test_a_failed_run_is_recorded_skipped_when_launched_again_and_rerun_with_ret
     retried = sweep(runs, *failing, "retry=true")
     out = retried.stdout + retried.stderr
     assert "0 skipped" in skipped_line(out) and "Launching 1 jobs locally" in out, out
+    assert "stemsweep: 1 of 1 runs ended, 1 failed" in out, out  # the failures so far, as it ends
     assert retried.returncode != 0  # it fails again, as it must with no data
     [(same, s_retry)] = records(runs).items()
     assert same == signature  # retry is not part of the run's identity
