@@ -370,6 +370,25 @@ def cases(records: dict) -> list[tuple[str, sq.Comparison, Population, bool]]:
     return found
 
 
+def expected(paper: list[dict]) -> dict:
+    """What `stemsweep study plan` reads for a study's expected GPU-hours (planning never simulates): mean
+    replicates per comparison, and per cell tuned only, as the simulations above found them. For
+    studies/paper_adaptive.yaml: its lr/wd questions by the paper's statistic (the EDF shares), its seed
+    questions by the normal method, at the paper's effect sizes; RegNetY's tuning stops at ε = 0.1."""
+    def find(design: str) -> dict:
+        return next(p for p in paper if p["design"].startswith(design) and p["scenario"] == "paper-size seed effects")
+
+    shares, normal = find("shares"), find("spread")
+    return {"paper_adaptive": {
+        "source": "bench/bench_adaptive.py: paper-size seed effects; lr/wd: shares; seeds: normal; tuning: ε = 0.1",
+        "comparisons": {"lrwd_adamw": shares["comparisons"]["lrwd_adamw"]["mean"],
+                        "lrwd_sgd": shares["comparisons"]["lrwd_sgd"]["mean"],
+                        "optimizer_gap": normal["comparisons"]["optimizer_gap"]["mean"],
+                        "training_length": normal["comparisons"]["training_length"]["mean"]},
+        "tuned": {"regnety_4gf none adamw": shares["cells"]["RegNetY-4GF adamw, ε = 0.1"]["mean"],
+                  "regnety_4gf none sgd": shares["cells"]["RegNetY-4GF sgd, ε = 0.1"]["mean"]}}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=2000, help="simulated studies per case (default 2000)")
@@ -409,6 +428,7 @@ def main() -> None:
         for scenario, populations in scenarios.items():
             results["paper_study"].append(paper_study(design, scenario, populations, args.studies, rng))
             print(json.dumps(results["paper_study"][-1]), flush=True)
+    results["expected"] = expected(results["paper_study"])
     results["seconds"] = time.perf_counter() - started
     results["method"] = {"lambdas": sq.LAMBDAS.tolist(), "gauss_g": list(sq.GAUSS_G), "blocks": sq.BLOCKS,
                          "edf_within": list(sq.EDF_WITHIN), "lrwd": LRWD, "seeds": SEEDS, "epsilon": list(EPSILON)}

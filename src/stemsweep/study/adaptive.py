@@ -13,15 +13,17 @@ its recorded decisions, which are never recomputed, and the decisions are pure f
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemsweep import PAPER_DIR
 from stemsweep.compose import last_value, override_key, override_value
 from stemsweep.config import RunConfig
 from stemsweep.errors import ConfigError
-from stemsweep.plan.runs import PlannedRun
+from stemsweep.plan.runs import PlannedRun, tuned_cell
 from stemsweep.study.record import StudyRecord, utc_now
 from stemsweep.study.spec import Stage, Study, StudyComparison
 
@@ -111,6 +113,33 @@ def stage_waves(study: Study, stage: Stage, runs: Sequence[PlannedRun]) -> Waves
         waves.tuned = {cell for cell, by in waves.cells.items() if any(r.lrwd_origin == "draw" for r in by.values())}
     waves.needed()  # each group names its cells: one line now, not in a job later
     return waves
+
+
+# --- what it is expected to cost (planning reads; it never simulates) ------------------------------------
+SIMULATED = PAPER_DIR.parent / "data" / "adaptive.json"  # bench/bench_adaptive.py --write: its `expected`
+
+
+def expected_replicates(study: Study, waves: Waves, recorded: list[dict[str, Any]]) -> tuple[dict[Cell, float], str]:
+    """Per cell, the replicates it is expected to take, and where that comes from. A cell a recorded decision
+    stopped took what it took; for the others, the mean a simulation of this study found (docs/data/
+    adaptive.json, `expected`), else the maximum; a cell no comparison or tuning needs stops after a wave."""
+    try:
+        simulated = json.loads(SIMULATED.read_text()).get("expected", {}).get(study.name)
+    except (OSError, json.JSONDecodeError):
+        simulated = None
+    stopped = {cell: entry["replicates"] for entry in recorded for cell in entry["stopped"]}
+    needed = {c.name: {cell for group in waves.groups(c) for cell in group} for c in waves.comparisons}
+    out: dict[Cell, float] = {}
+    for cell, runs in waves.cells.items():
+        means = [float((simulated or {}).get("comparisons", {}).get(name, waves.max))
+                 for name, cells in needed.items() if cell in cells]
+        if cell in waves.tuned:
+            key = " ".join(tuned_cell(next(iter(runs.values())).config))
+            means.append(float((simulated or {}).get("tuned", {}).get(key, waves.max)))
+        out[cell] = float(stopped.get(label(cell), max(means, default=float(waves.wave))))
+    source = "its records" if recorded else "a simulation (docs/data/adaptive.json)" if simulated else \
+        "the maximum (no simulation of this study is stored)"
+    return out, source
 
 
 # --- the recorded decisions ---------------------------------------------------------------------------

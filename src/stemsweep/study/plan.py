@@ -20,7 +20,7 @@ from stemsweep.plan.cost import MeasuredSpeeds, sweep_wall_hours
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.printer import cost_line, run_line
 from stemsweep.plan.runs import PlannedRun, plan_sweep, refuse_shared_data_root, tuned_cell
-from stemsweep.study.adaptive import Waves, cut_runs, recorded_waves, stage_waves
+from stemsweep.study.adaptive import Waves, cut_runs, expected_replicates, recorded_waves, stage_waves
 from stemsweep.study.record import StudyRecord
 from stemsweep.study.spec import Stage, Study, stage_order
 
@@ -161,6 +161,41 @@ def plan_study(study: Study, overrides: Sequence[str] = ()) -> list[StagePlan]:
     return list(plans.values())
 
 
+def run_weights(study: Study, plan: StagePlan) -> dict[str, float]:
+    """Per run (planned signature), the share of it a stage is expected to train: 1 for a run of a stage
+    that runs as a whole; for one in waves, its cell's expected replicates over its maximum."""
+    if plan.waves is None:
+        return {run.planned_signature: 1.0 for run in plan.runs}
+    waves = plan.waves
+    expected, _ = expected_replicates(study, waves, plan.recorded)
+    weights = {}
+    for cell, by in waves.cells.items():
+        kept = [run for r, run in by.items() if waves.wave_of(r) is not None]
+        weights.update({run.planned_signature: min(1.0, expected[cell] / len(kept)) for run in kept})
+    return weights
+
+
+def weighted(runs: Sequence[PlannedRun], weights: dict[str, float]) -> list:
+    return [replace(run.cost, device_hours=None if not run.cost.known else (run.cost.device_hours or 0.0) *
+                    weights.get(run.planned_signature, 0.0)) for run in runs if run.planned_signature in weights]
+
+
+def waves_line(study: Study, plan: StagePlan) -> str:
+    """An adaptive stage's waves, and its GPU-hours at most and as expected (study/adaptive.py)."""
+    waves = plan.waves
+    assert waves is not None
+    _, source = expected_replicates(study, waves, plan.recorded)
+    weights = run_weights(study, plan)
+    most = weighted(plan.runs, dict.fromkeys(weights, 1.0))
+    names = ", ".join(c.name for c in waves.comparisons)
+    return (f"in waves of {waves.wave} {waves.replicate} (up to {waves.max}; comparisons {names}): at most "
+            f"{device_hours(most)}, expected {device_hours(weighted(plan.runs, weights))} (from {source})")
+
+
+def device_hours(costs: Sequence) -> str:
+    return cost_line(costs, None, 1).split(", wall")[0]
+
+
 def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = True) -> None:
     plans = plan_study(study, overrides)
     print(f"study {study.name} ({study.path}): {len(plans)} stages, runs_root={study.runs_root(overrides)}")
@@ -186,6 +221,8 @@ def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = T
                   "with tuning=none)")
         if stage.untuned:
             print(f"  at their own lr/wd, as the study file says: {', '.join(stage.untuned)}")
+        if plan.waves is not None:
+            print("  " + waves_line(study, plan))
         if show_runs:
             common = {*study.overrides, *overrides}
             for run in plan.runs:
@@ -194,3 +231,14 @@ def print_study_plan(study: Study, overrides: Sequence[str], show_runs: bool = T
     print(f"\ntotal: {len(all_costs)} runs, {sum(c.source != 'done' for c in all_costs)} to train; "
           f"{cost_line(all_costs, total_wall, max((p.parallel for p in plans), default=1))} "
           "(stages one after another)")
+    runs: dict[str, PlannedRun] = {}
+    weights: dict[str, float] = {}
+    for plan in plans:
+        runs.update({run.planned_signature: run for run in plan.runs})
+        for signature, weight in run_weights(study, plan).items():
+            weights[signature] = max(weight, weights.get(signature, 0.0))
+    if len(runs) < len(all_costs) or any(p.waves is not None for p in plans):
+        print(f"distinct runs (one that two stages name is trained once): {len(runs)}, "
+              f"{device_hours(weighted(list(runs.values()), dict.fromkeys(runs, 1.0)))} at most"
+              + (f", {device_hours(weighted(list(runs.values()), weights))} expected (stages in waves as expected)"
+                 if any(p.waves is not None for p in plans) else ""))
