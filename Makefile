@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 CODEC_PIN := torchcodec==0.17.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-fast test-hydra14 install-check demo mini-study mini-study-4ep lint data slurm-up slurm-down clean
+.PHONY: setup test test-fast test-hydra14 install-check demo mini-study mini-study-4ep mini-study-adaptive lint data slurm-up slurm-down clean
 
 setup: $(VENV)/.stamp-deps data $(VENV)-hydra14/.stamp
 

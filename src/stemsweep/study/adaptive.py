@@ -189,7 +189,10 @@ def decide_wave(study: Study, waves: Waves, wave: int, recorded: list[dict[str, 
         a, b = (values(study, waves, cells, table, seen) for cells in waves.groups(comparison))
         decision = sq.decide(comparison.test, a, b, alphas[comparison.name])
         final = decision.settled or decision.at_max or seen >= comparison.test.max_replicates
-        decisions[comparison.name] = {
+        test = comparison.test
+        decisions[comparison.name] = {  # what the report and `study status` show, with no study file at hand
+            "a": test.a, "b": test.b, "statistic": test.statistic, "replicate": test.replicate,
+            "max": test.max_replicates, "alpha": alphas[comparison.name],
             "outcome": decision.outcome, "n": decision.n, "evidence": decision.evidence,
             "threshold": decision.threshold, "final": final, "wave": wave,
             "left_out": {"a": list(decision.left_out_a), "b": list(decision.left_out_b)}}
