@@ -205,7 +205,10 @@ def decide_wave(study: Study, waves: Waves, wave: int, recorded: list[dict[str, 
         active = set()
     previous = active_cells(waves, recorded)
     return {"wave": wave, "replicates": seen, "decided_utc": utc_now(), "decisions": decisions,
-            "active": sorted(label(c) for c in active), "stopped": sorted(label(c) for c in previous - active)}
+            "active": sorted(label(c) for c in active), "stopped": sorted(label(c) for c in previous - active),
+            # what the report needs without the study: the runs this wave trained, and the fixed design's size
+            "runs": sorted(run.planned_signature for run in waves.runs(wave, previous)),
+            "cells": len(waves.cells), "max": waves.max}
 
 
 def values(study: Study, waves: Waves, cells: list[Cell], table: Any, seen: int) -> Any:
