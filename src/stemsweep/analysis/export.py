@@ -24,7 +24,8 @@ def export_runs(sources: Iterable[str | os.PathLike], out: str | os.PathLike) ->
     """Copy the records of every readable run of `sources` (runs directories) into `out`; returns the
     number of runs exported. A record that cannot be read is reported (load_runs) and left out."""
     out = Path(out)
-    table = load_runs(list(sources))
+    sources = list(sources)
+    table = load_runs(sources)
     if len(table) and table["run_dir"].str.startswith("wandb:").any():
         raise ConfigError("export copies runs directories; a W&B project is not one (give a runs directory)")
     out.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,10 @@ def export_runs(sources: Iterable[str | os.PathLike], out: str | os.PathLike) ->
         for name in RECORD_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, target / name)
+    for source in sources:  # an adaptive study's record of its waves, which the report reads
+        for study in sorted(Path(source).glob(".studies/*.json")):
+            (out / ".studies").mkdir(exist_ok=True)
+            shutil.copy2(study, out / ".studies" / study.name)
     exported = load_runs(out)
     # Machine-independent: a run's directory is named relative to the export folder.
     exported["run_dir"] = [os.path.relpath(path, out) for path in exported["run_dir"]]

@@ -333,3 +333,20 @@ def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
     fig.savefig(paths[0], dpi=150)
     fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths
+
+
+def evidence_figure(waves: pd.DataFrame) -> Figure:
+    """An adaptive study's comparisons wave by wave: each one's evidence (log scale) against the replicates
+    it had seen, and its threshold; a comparison is settled where its evidence crosses the threshold."""
+    names = list(dict.fromkeys(waves["comparison"]))
+    fig, axes = _panels(len(names), width=3.6, height=3.0, sharey=False)
+    for ax, name in zip(np.atleast_1d(axes).ravel(), names):
+        rows = waves[waves["comparison"] == name]
+        ax.plot(rows["n"], rows["evidence"], marker="o", color="C0", label="evidence")
+        ax.axhline(rows["threshold"].iloc[-1], color="C3", linestyle="--", label="threshold")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: {rows['decision'].iloc[-1]}", fontsize=9)
+        ax.set_xlabel(f"replicates ({rows['replicate'].iloc[-1]})")
+        ax.set_ylabel("evidence (e-value)")
+        ax.legend(fontsize=7)
+    return fig

@@ -12,6 +12,7 @@ report and the EDF figure's legend say which way they were counted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from stemsweep.analysis.load import EMA_FALLBACK, load_runs, with_error_before_d
 from stemsweep.analysis.plots import (
     edf_figure,
     epochs_label,
+    evidence_figure,
     lrwd_scatter_figure,
     model_order,
     optimizer_gap_figure,
@@ -120,9 +122,75 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error", diver
                                 _of(lrwd, dataset), diverged)
         for section in (report.training_length, report.optimizer, report.lrwd, report.peak):
             lines += section()
+    lines += adaptive_section(runs, out_dir, table)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# --- an adaptive study's comparisons -------------------------------------------------------------------
+
+OUTCOME_WORDS = {"a_better": "A better", "b_better": "B better", "equal": "equal within the margin", "open": "open"}
+
+
+def study_waves(sources: list[str]) -> pd.DataFrame:
+    """Each comparison of an adaptive study, wave by wave, from the study's record beside its runs
+    (`.studies/NAME.json`, which export copies): one row per comparison and wave until it was decided."""
+    rows = []
+    for source in sources:
+        for path in sorted(Path(source).glob(".studies/*.json")) if not str(source).startswith("wandb:") else []:
+            for stage, kept in json.loads(path.read_text()).get("stages", {}).items():
+                for wave in kept.get("waves", []):
+                    for name, d in wave["decisions"].items():
+                        if d["wave"] == wave["wave"]:  # the decision this wave made (a settled one is kept)
+                            rows.append({"study": path.stem, "stage": stage, "comparison": name, "wave": wave["wave"],
+                                         **{k: d.get(k) for k in ("a", "b", "statistic", "replicate", "max", "alpha",
+                                                                  "outcome", "n", "evidence", "threshold", "final")},
+                                         "runs": wave.get("runs", []), "cells": wave.get("cells"),
+                                         "stage_max": wave.get("max")})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["decision"] = [_decision(r) for r in table.itertuples()]
+    return table
+
+
+def _decision(row) -> str:
+    words = OUTCOME_WORDS.get(row.outcome, row.outcome)
+    return f"{words} at {row.n}" if row.outcome == "open" and row.final else \
+        f"{words} after {row.n}" if row.outcome != "open" else f"open after {row.n}"
+
+
+def adaptive_section(sources: list[str], out_dir: Path, table: pd.DataFrame) -> list[str]:
+    """The decisions of an adaptive study whose record is among `sources`, the replicates and device-hours
+    each took against the fixed design (every cell to its maximum), and the evidence wave by wave. Nothing
+    when no source holds an adaptive study's record."""
+    waves = study_waves(sources)
+    if waves.empty:
+        return []
+    waves.drop(columns=["runs"]).to_csv(out_dir / "tables" / "adaptive_waves.csv", index=False)
+    cost = (table["wall_time_s"].fillna(0) * table.get("world_size", pd.Series(1, index=table.index)).fillna(1)
+            / 3600).set_axis(table["signature"])
+    lines = ["## Adaptive comparisons", "",
+             "Each comparison was decided after every wave of its stage, anytime-valid at its α (the study's "
+             "split over its comparisons; docs/adaptive.md). Replicates: what it took, of its maximum. "
+             "Device-hours: what its stage's waves trained, against the fixed design (every cell to the maximum, "
+             "at the mean cost of the runs it trained). Evidence: the e-value; settled at the threshold.", "",
+             "| comparison | A | B | statistic | decision | replicates | evidence | threshold | stage h | fixed h |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rows in waves.groupby("comparison", sort=False):
+        last = rows.iloc[-1]
+        stage = waves[waves["stage"] == last["stage"]]
+        trained = sorted({sig for runs in stage["runs"] for sig in runs})
+        used = cost.reindex(trained).dropna()
+        fixed = (used.mean() * last["cells"] * last["stage_max"]) if len(used) else float("nan")
+        lines.append(f"| {name} | {last['a']} | {last['b']} | {last['statistic']} | {last['decision']} | "
+                     f"{last['n']} of {last['max']} | {last['evidence']:.3g} | {last['threshold']:.3g} | "
+                     f"{used.sum():.2f} | {fixed:.2f} |")
+    lines.append("")
+    save_figure(evidence_figure(waves), out_dir / "figures", "adaptive_evidence")
+    caption = "Each comparison's evidence wave by wave, and its threshold"
+    return lines + [f"![{caption}](figures/adaptive_evidence.png)", "", f"{caption} "
+                    "([PDF](figures/adaptive_evidence.pdf))", ""]
 
 
 def _of(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
