@@ -25,9 +25,11 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from omegaconf import open_dict
 
+from stemsweep.compose import JobComposer, expand_grids
 from stemsweep.config import CONF_DIR
+from stemsweep.plan.launcher import LauncherSettings
+from stemsweep.plan.runs import plan_jobs
 from stemsweep.record.rundir import RunDir
-from stemsweep.sweep.plan import JobComposer, expand_grids, plan_runs
 
 N_RUNS = 64
 PLANNED = re.compile(r"(\d+) runs in the sweep: (\d+) skipped .*, (\d+) to launch; planned in ([\d.]+) s")
@@ -68,7 +70,7 @@ def bench_relaunch(tmp: Path, repeat: int) -> None:
     runs = tmp / "relaunch"
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
     jobs = expand_grids(None, sweep_overrides(runs))
-    planned = plan_runs(jobs, JobComposer(loader))
+    planned = plan_jobs(jobs, JobComposer(loader), LauncherSettings())
     assert len({run.signature for run in planned}) == N_RUNS
     for run in planned:
         RunDir(runs, run.signature).write_summary(summary_for(run.signature, "done"))
@@ -88,7 +90,7 @@ def bench_relaunch(tmp: Path, repeat: int) -> None:
 
     # In this process, torch already imported: the planning itself, cached composition vs Hydra's per job.
     tic = time.perf_counter()
-    plan_runs(jobs, JobComposer(loader))
+    plan_jobs(jobs, JobComposer(loader), LauncherSettings())
     cached = time.perf_counter() - tic
     composer = JobComposer(loader)
 
@@ -99,7 +101,7 @@ def bench_relaunch(tmp: Path, repeat: int) -> None:
         return cfg
 
     tic = time.perf_counter()
-    plan_runs(jobs, hydra_per_job)
+    plan_jobs(jobs, hydra_per_job, LauncherSettings())
     uncached = time.perf_counter() - tic
 
     print(f"\n## re-launch of a finished {N_RUNS}-run sweep (all skipped), {repeat} times")
