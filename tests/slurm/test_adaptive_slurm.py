@@ -85,3 +85,16 @@ def test_an_adaptive_study_on_slurm_stops_its_settled_cells_and_decides_as_it_do
     assert not queued("tiny_adaptive.")
     summaries = [json.loads(p.read_text()) for p in (slurm_dir / "runs").glob("*/summary.json")]
     assert len(summaries) == 18 and all(s["status"] == "done" for s in summaries)
+
+    # run again, it goes on from its recorded decisions: nothing left to train, the same decisions
+    again = study("run", str(locally))
+    assert again.returncode == 0 and "every cell of stage seeds has stopped" in again.stdout, again.stdout
+    assert decisions(local_dir / "runs") == got
+    # the report: each comparison's decision, and its evidence wave by wave
+    report = subprocess.run([sys.executable, "-m", "stemsweep.cli", "report", str(slurm_dir / "runs"), "--out",
+                             str(tmp_path / "report")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Adaptive comparisons" in text and "| classes | data.num_classes=2 ema.period=32 |" in text, text
+    assert "| A better after 3 | 3 of 6 |" in text and "| open at 6 | 6 of 6 |" in text
+    assert (tmp_path / "report" / "figures" / "adaptive_evidence.png").is_file()

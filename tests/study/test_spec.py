@@ -56,3 +56,12 @@ def test_a_bad_override_to_a_study_command_is_one_line(capsys, override, message
     assert main(["study", "plan", "mini", override]) == 2
     err = capsys.readouterr().err
     assert err.startswith("stemsweep study: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_stage_the_study_file_does_not_have_is_one_line(tmp_path):
+    # what a SLURM task meets when its study file lost the stage it was submitted for
+    path = tmp_path / "s.yaml"
+    path.write_text("stages: {a: {overrides: [epochs=1]}, b: {overrides: [epochs=2]}}\n")
+    with pytest.raises(ConfigError, match=r"^stage 'gone' is not allowed: study file .*s.yaml has no such stage "
+                                          r"\(its stages: a, b\)$"):
+        load_study(str(path)).stage("gone")

@@ -105,6 +105,9 @@ def test_a_stage_whose_upstream_failed_for_good_ends_with_its_line_and_run_again
         rows = status_rows(path)
         assert rows["a"].split()[2:8] == ["2", "1", "0", "0", "0", "1"], rows["a"]  # runs, done, …, failed
         assert "cannot start" in rows["b"] and "1 runs of stage a are not final" in rows["b"], rows["b"]
+        logs = "".join(p.read_text() for p in (runs / ".studies" / "broken").glob("*/*_log.err"))
+        assert "stemsweep study: stage b cannot start: 1 runs of stage a are not final" in logs, logs[-2000:]
+        assert "Traceback" not in logs and "StageFailed" not in logs, logs[-2000:]  # its one line, no more
 
         write("16,32")  # fixed: the failed setting is gone, a new one replaces it
         again = study("run", str(path), timeout=120)

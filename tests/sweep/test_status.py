@@ -122,3 +122,16 @@ def test_a_path_that_is_neither_runs_nor_a_sweep_is_a_clear_error(tmp_path, caps
 def test_no_runs_yet_is_an_empty_table(tmp_path, capsys):
     assert cli(["status", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "0 runs"
+
+
+def test_a_submitted_run_is_queued_while_its_job_is_and_not_started_once_it_left(tmp_path, monkeypatch):
+    import stemsweep.sweep.status as status
+
+    for signature, job in (("ccccccccc1", "77_0"), ("ccccccccc2", "77_1"), ("ccccccccc3", None)):
+        run = RunDir(tmp_path, signature)
+        run.path.mkdir(parents=True)
+        if job:
+            run.slurm_job.write_text(f"{job}\n")
+    monkeypatch.setattr(status, "slurm_queue", lambda: {"77_0"})  # task 1 left the queue without a record
+    states = {row["signature"]: row["state"] for row in status_rows(str(tmp_path))}
+    assert states == {"ccccccccc1": "queued", "ccccccccc2": "not started", "ccccccccc3": "pending"}
