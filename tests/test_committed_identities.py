@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from stemsweep.config import RunConfig, paths_unchecked
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = {"results/mini-study": 153, "results/mini-study-4ep": 102}  # records in each: 255
+STUDIES = {"results/mini-study": 153, "results/mini-study-4ep": 102, "results/mini-adaptive": 160}  # 415 records
 
 
 @functools.cache

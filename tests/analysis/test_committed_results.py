@@ -9,7 +9,8 @@ import pytest
 from stemsweep.analysis.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = {"results/mini-study": "docs/mini-study", "results/mini-study-4ep": "docs/mini-study-4ep"}
+STUDIES = {"results/mini-study": "docs/mini-study", "results/mini-study-4ep": "docs/mini-study-4ep",
+           "results/mini-adaptive": "docs/mini-adaptive"}
 
 
 @pytest.mark.parametrize("records", list(STUDIES))
