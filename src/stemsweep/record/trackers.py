@@ -14,9 +14,10 @@ system-metrics helper (wandb/wandb#9963). What each signal does to them, and wha
   kept from SIGTERM: its runtime unblocks it). The run's process finishes its checkpoint regardless;
   launched again, the tracker logs from metrics.jsonl the epochs W&B lacks (`resume`).
 - A run stopped by a signal is marked preempting and finished with exit code 128 + signal number,
-  W&B's contract for a run that is resumed later (`Run.mark_preempting`; "Signal handling in sweep
-  runs" in W&B's docs), and W&B is torn down before the process ends: neither a dead service nor the
-  SIGTERM of the requeue that follows leaves W&B's exit hook with a traceback in the job's log.
+  W&B's contract for a run that is resumed later (`Run.mark_preempting`;
+  https://docs.wandb.ai/models/sweeps/signal-handling-sweep-runs), and W&B is torn down before the
+  process ends: neither a dead service nor the SIGTERM of the requeue that follows leaves W&B's exit
+  hook with a traceback in the job's log.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class WandbTracker:
                     self._run.mark_preempting()
                 self._run.finish(exit_code=wandb_exit_code(summary))
         except Exception as exc:  # noqa: BLE001
-            log.warning("W&B finish failed: %s", exc)
+            log.warning("W&B finish failed: %s%s", exc, "; launched again, the run logs what W&B lacks"
+                        if summary.get("status") == "resumable" else "")
         self._run = None
         with contextlib.suppress(Exception):  # a service a signal ended: nothing left to tear down
             import wandb
