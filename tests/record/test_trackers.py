@@ -122,6 +122,7 @@ def wandb_processes():
 
 
 def start():
+    time.sleep(1.1)  # each start has an offline folder of its own, named by its second (real starts are apart)
     return open_tracker(LoggerConfig(name="wandb", mode="offline"), run_dir, "sig", "ViT_C-XS", None, {})
 
 

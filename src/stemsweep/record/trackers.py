@@ -61,7 +61,12 @@ class WandbTracker:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, signature: str, name: str, group: str | None,
                  config: dict[str, Any]):
         self._run = None
+        self._written: int | None = None  # the last step the earlier starts' offline files hold
         mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
+        try:  # read before this start writes files of its own
+            self._written = last_step_written(run_dir / "wandb", signature)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("W&B: could not read its earlier offline files (%s); no epoch is logged again", exc)
         try:
             import wandb
 
@@ -75,13 +80,12 @@ class WandbTracker:
 
     def resume(self, metrics: list[dict[str, Any]]) -> None:
         """As the run resumes, with `metrics` the epochs it has trained (metrics.jsonl): log those W&B
-        does not hold, lost with a W&B service that a signal ended."""
+        does not hold, lost with a W&B service that a signal ended. Online, W&B's server says what it
+        holds (a resumed run starts at its last step + 1); offline, the earlier starts' files do."""
         if self._run is None:
             return
-        try:
-            held = self._last_step_held()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("W&B: could not tell which epochs it holds (%s); none is logged again", exc)
+        held = self._written if self._run.offline else self._run.starting_step - 1
+        if held is None:
             return
         missing = [row for row in metrics if row["epoch"] > held]
         if missing:
@@ -89,17 +93,6 @@ class WandbTracker:
                      missing[-1]["epoch"])
         for row in missing:
             self.log(row, step=row["epoch"])
-
-    def _last_step_held(self) -> int:
-        """The last step W&B holds of this run: online, what its server says (the step a resumed run
-        starts at is the last one + 1); offline, what the earlier pieces' transaction logs hold (each
-        start writes its own offline-run-*-<id>/ folder, and `wandb sync` uploads what these hold)."""
-        run = self._run
-        if not run.offline:
-            return run.starting_step - 1
-        this = Path(run.settings.sync_file)
-        pieces = this.parent.parent.glob(f"offline-run-*-{run.id}/run-{run.id}.wandb")
-        return max((step for piece in pieces if piece != this for step in history_steps(piece)), default=0)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self._run is None:
@@ -129,6 +122,17 @@ class WandbTracker:
             import wandb
 
             wandb.teardown()
+
+
+def last_step_written(wandb_dir: Path, run_id: str) -> int:
+    """The last step the offline files of W&B run `run_id` in `wandb_dir` hold (0: none). Each start
+    writes its own offline-run-<time>-<id>/ folder and first logs what the earlier ones lack, so the
+    steps grow from folder to folder: the newest folder with a history holds the last."""
+    for folder in sorted(wandb_dir.glob(f"offline-run-*-{run_id}"), reverse=True):
+        log = folder / f"run-{run_id}.wandb"
+        if steps := list(history_steps(log)) if log.exists() else []:
+            return max(steps)
+    return 0
 
 
 def wandb_exit_code(summary: dict[str, Any]) -> int:
