@@ -32,8 +32,8 @@ CASES = {  # every architecture; augmentation (per-image and per-batch draws) an
 # An ImageNet-style folder read by DataLoader workers (image_folder: 4 classes of 80 + 20 small JPEGs);
 # its data.root is added where it is launched.
 FOLDER = "conv+image-folder+workers"
-FOLDER_RUN = ["model=vit_xs", "stem=conv", "data=imagenet", "data.num_workers=2", "data.train_subset=320",
-              "data.test_subset=null", "batch_size=16"]  # 20 steps an epoch
+FOLDER_RUN = ["model=vit_xs", "stem=conv", "data=imagenet", "data.check_shape=false", "data.num_workers=2",
+              "data.train_subset=320", "data.test_subset=null", "batch_size=16"]  # 20 steps an epoch
 COMPARED = ("epoch", "train_loss", "train_error", "test_error", "ema_test_error", "lr")
 
 

@@ -24,8 +24,8 @@ from stemsweep.sweep.status import status_rows
 
 pytestmark = pytest.mark.slurm
 
-RUN = ["model=vit_xs", "stem=conv", "data=imagenet", "data.num_workers=2", "batch_size=64", "threads=1",
-       "epochs=2", "logger=wandb"]  # 20 steps an epoch on the folder's 1280 training images
+RUN = ["model=vit_xs", "stem=conv", "data=imagenet", "data.check_shape=false", "data.num_workers=2", "batch_size=64",
+       "threads=1", "epochs=2", "logger=wandb"]  # 20 steps an epoch on the folder's 1280 training images
 INTERRUPT_AT = 25  # steps trained: in epoch 2, after epoch 1 went to W&B
 COMPARED = ("epoch", "train_loss", "train_error", "test_error", "ema_test_error", "lr")
 ENV = {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
