@@ -25,9 +25,9 @@ default), bounds the wait.
 SLURM delivers a signal to every process of the job step, not to the run's process alone (`scancel
 --full` reaches the batch shell too, and a shell that dies of it makes SLURM abort the step with
 SIGTERM); `kill -TERM -- -PGID` and `timeout` signal the whole process group. Only the run's process
-decides: its DataLoader workers ignore the stop signals (`ignore_stop_signals`, with the signals
-blocked while they start: `started`), so a worker no longer dies of SIGTERM mid-epoch and fails the
-run ("DataLoader worker ... is killed by signal: Terminated"); they end when the loader does. W&B's
+decides: its DataLoader workers leave the stop signals to it (`leave_stop_signals_to`, with the
+signals blocked while they start: `started`), so a worker no longer dies of SIGTERM mid-epoch and fails
+the run ("DataLoader worker ... is killed by signal: Terminated"); they end when the loader does. W&B's
 service is kept out of the USR signals and re-logs what a SIGTERM cost it (record/trackers.py).
 
 SLURM sends its time-limit signal up to a minute before `signal_delay_s` asks (it checks limits on a
@@ -75,22 +75,32 @@ def _keep_start_up_signal(signum: int, frame: FrameType | None) -> None:
     _start_up_signals.append(signum)
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader's `worker_init_fn`: the worker ignores the stop signals, which the training
-    process acts on (see the module), and takes again the signals `started` held. It replaces the
-    SIGTERM handler PyTorch gives its workers (which dies of a SIGTERM from anyone but the main process),
-    so a hung worker is no longer ended by the loader's `terminate()` fallback; the job's end ends it."""
-    for signum in STOP_SIGNALS:
+def leave_stop_signals_to(main_pid: int, worker_id: int) -> None:
+    """A DataLoader's `worker_init_fn`, bound to the pid of the process that iterates the loader: the
+    worker leaves the stop signals to that process (see the module). It ignores SIGINT, SIGUSR1 and
+    SIGUSR2. SIGTERM stays blocked (`started` blocked it) and a thread takes it: from that process it
+    ends the worker, as PyTorch's own worker handler does, so the loader's `terminate()` of a hung
+    worker and multiprocessing's of its children at exit still work; from anyone else it is ignored."""
+    others = set(STOP_SIGNALS) - {signal.SIGTERM}
+    for signum in others:
         signal.signal(signum, signal.SIG_IGN)
     # A forked worker also runs the Python handlers it inherited; submitit's for SIGCONT (which SLURM
     # sends before its SIGTERM) would log "Bypassing signal SIGCONT" once per worker.
     signal.signal(signal.SIGCONT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # in every thread the worker starts
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, others)
+    threading.Thread(target=_end_at_sigterm_from, args=(main_pid,), name="sigterm", daemon=True).start()
+
+
+def _end_at_sigterm_from(main_pid: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_pid:
+        pass
+    os._exit(0)
 
 
 def started(loader: Iterable[T]) -> Iterator[T]:
     """`iter(loader)`, which starts a DataLoader's workers, with the stop signals blocked meanwhile: a
-    worker inherits the block, so a signal to the whole job between its start and `ignore_stop_signals`
+    worker inherits the block, so a signal to the whole job between its start and `leave_stop_signals_to`
     waits instead of killing it. This process takes any such signal once the block ends."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:

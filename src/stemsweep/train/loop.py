@@ -11,8 +11,10 @@ uninterrupted run would.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from stemsweep.record.trackers import Tracker
 from stemsweep.train.checkpoint import CheckpointWriter, load_weights_for_finetuning
 from stemsweep.train.distributed import AnyProcess, DistEnv, all_sum, barrier
 from stemsweep.train.ema import ModelEma, ema_alpha
-from stemsweep.train.interrupt import StopSignals, ignore_stop_signals, started
+from stemsweep.train.interrupt import StopSignals, leave_stop_signals_to, started
 from stemsweep.train.optim import build_optimizer
 from stemsweep.train.scale import scale_warnings
 from stemsweep.train.schedule import lr_factor
@@ -104,7 +106,7 @@ def data_loader(dataset, **options) -> DataLoader:
     """A DataLoader whose workers leave the stop signals to this process (train/interrupt.py): SLURM,
     `kill -- -PGID` and `timeout` signal every process of a job, the workers too. Iterate it through
     `started`."""
-    return DataLoader(dataset, worker_init_fn=ignore_stop_signals, **options)
+    return DataLoader(dataset, worker_init_fn=functools.partial(leave_stop_signals_to, os.getpid()), **options)
 
 
 @torch.no_grad()
