@@ -181,7 +181,8 @@ def sweeps(slurm_cluster, image_folder, tmp_path_factory) -> dict[str, BlockingS
     started.update({how: BlockingSweep(tmp_path_factory.mktemp("interrupt"), root) for how in INTERRUPTIONS})
     deadline = time.monotonic() + 900
     try:
-        while [sweep.poll() for sweep in started.values()].count(True):
+        while True:
+            running = [sweep.poll() for sweep in started.values()]
             for how, (interrupt, _, _) in INTERRUPTIONS.items():
                 sweep = started[how]
                 if sweep.interrupted_after is None and sweep.job and trained_steps(sweep.run) >= INTERRUPT_AT:
@@ -189,9 +190,10 @@ def sweeps(slurm_cluster, image_folder, tmp_path_factory) -> dict[str, BlockingS
                     interrupt(sweep.job)  # vit_xs asks for 60 min: USR2 reads as a preemption, not a time-out
                     assert sweep.interrupted_after < 40, "the run ended before its job was interrupted"
             cancelled = started[CANCELLED]
-            if cancelled.before is None and cancelled.proc.poll() is not None:
-                cancelled.poll()
+            if cancelled.before is None and cancelled.proc.poll() is not None:  # its state is noted: ended
                 started[CANCELLED] = cancelled.launched_again()
+            elif not any(running):
+                break
             assert time.monotonic() < deadline, {how: sweep.tail() for how, sweep in started.items()}
             time.sleep(0.2)
     finally:
