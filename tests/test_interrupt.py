@@ -29,19 +29,29 @@ CASES = {  # every architecture; augmentation (per-image and per-batch draws) an
     "conv": ["model=vit_xs", "stem=conv"],
     "regnety+paper-aug": ["model=regnety_xs", "stem=none", "optimizer=sgd", "aug=paper"],
 }
+# An ImageNet-style folder read by DataLoader workers (image_folder: 4 classes of 80 + 20 small JPEGs);
+# its data.root is added where it is launched.
+FOLDER = "conv+image-folder+workers"
+FOLDER_RUN = ["model=vit_xs", "stem=conv", "data=imagenet", "data.check_shape=false", "data.num_workers=2",
+              "data.train_subset=320", "data.test_subset=null", "batch_size=16"]  # 20 steps an epoch
 COMPARED = ("epoch", "train_loss", "train_error", "test_error", "ema_test_error", "lr")
 
 
-def start(runs: Path, case: str, *extra: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stemsweep.run", f"runs_root={runs}", *BASE, *CASES[case], *extra]
+def start(runs: Path, case: str, *extra: str, log: Path, before: tuple[str, ...] = (),
+          session: bool = False) -> subprocess.Popen:
+    """`python -m stemsweep.run` on the case, after the command `before` (e.g. `timeout 600`); with
+    `session`, in a process group of its own."""
+    overrides = FOLDER_RUN if case == FOLDER else CASES[case]
+    cmd = [*before, sys.executable, "-m", "stemsweep.run", f"runs_root={runs}", *BASE, *overrides, *extra]
     env = {**os.environ, "WANDB_MODE": "offline"}
     with log.open("w") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=session)
 
 
 def finish(run_in_process, runs: Path, case: str, *extra: str) -> str:
     """The run launched again, to its end; what it logged."""
-    return run_in_process(f"runs_root={runs}", *BASE, *CASES[case], *extra)
+    return run_in_process(f"runs_root={runs}", *BASE, *(FOLDER_RUN if case == FOLDER else CASES[case]), *extra)
 
 
 def the_run(runs: Path) -> Path:
@@ -80,13 +90,22 @@ def trained_steps(runs: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The metrics of each case trained without interruption: all three train at once, in subprocesses
-    beside the tests (single-threaded, as the tests' own runs), and are waited for when first asked."""
+def image_folder(tmp_path_factory) -> Path:
+    from stemsweep.data.imagenet import write_fashion_mnist_folder
+
+    return write_fashion_mnist_folder(tmp_path_factory.mktemp("images"), num_classes=4, train_per_class=80,
+                                      val_per_class=20, size=32)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, image_folder):
+    """The metrics of each case trained without interruption: all train at once, in subprocesses beside
+    the tests (single-threaded, as the tests' own runs), and are waited for when first asked."""
     started = {}
-    for case in CASES:
+    for case in (*CASES, FOLDER):
         runs = tmp_path_factory.mktemp(f"reference-{case}")
-        started[case] = (runs, start(runs, case, log=runs / "train.log"))
+        roots = [f"data.root={image_folder}"] if case == FOLDER else []
+        started[case] = (runs, start(runs, case, *roots, log=runs / "train.log"))
     trained: dict[str, list[dict]] = {}
 
     def metrics_of(case: str) -> list[dict]:
@@ -130,6 +149,40 @@ def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninter
     [row] = status_rows(str(tmp_path))
     assert row["state"] == "done" and row["restarts"] == f"1 (last: SIGTERM at step {stop['step']}, resumed from " \
                                                          f"step {stop['step']})"
+
+
+def test_a_run_whose_dataloader_workers_get_the_signal_too_stops_resumable_and_resumes_exactly(
+        tmp_path, image_folder, reference, run_in_process):
+    """`timeout` and `kill -TERM -- -PGID` signal every process of the group, as SLURM signals every
+    process of a job: the DataLoader workers too, which used to die of it and fail the run. Stopped by
+    the one in epoch 1 and the other in epoch 2, the run ends as if never interrupted."""
+    root = f"data.root={image_folder}"
+    log = tmp_path / "timeout.log"
+    proc = start(tmp_path, FOLDER, root, log=log, before=("timeout", "600"))  # its own process group
+    wait_for(lambda: trained_steps(tmp_path) >= 6, proc, log)
+    proc.send_signal(signal.SIGALRM)  # `timeout`'s time is up: it sends SIGTERM to its process group
+    assert proc.wait(timeout=60) == 124, log.read_text()[-3000:]
+    run = the_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "resumable", s.get("error_message")
+    [stop] = s["interruptions"]
+    assert stop["signal"] == "SIGTERM" and 6 <= stop["step"] < 20 and stop["lost_steps"] == 0, stop
+
+    log = tmp_path / "kill.log"
+    proc = start(tmp_path, FOLDER, root, log=log, session=True)
+    wait_for(lambda: trained_steps(tmp_path) >= 26, proc, log)
+    os.killpg(proc.pid, signal.SIGTERM)  # kill -TERM -- -PGID
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "Traceback" not in out and "killed by signal" not in out, out[-3000:]
+    s = summary(run)
+    assert s["status"] == "resumable" and len(s["interruptions"]) == 2, s
+    stop = s["interruptions"][-1]
+    assert stop["signal"] == "SIGTERM" and 26 <= stop["step"] < 40 and stop["epoch"] == 2, stop
+
+    finish(run_in_process, tmp_path, FOLDER, root)
+    assert summary(run)["status"] == "done"
+    assert_equal_metrics(metrics(run), reference(FOLDER))
 
 
 def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path, reference, run_in_process):

@@ -1,14 +1,21 @@
 """A signal after the first while a run stops: a person asking twice ends it at once; under SLURM it is
-SLURM's (it aborts the step after `scancel --full --signal=USR1`), and the stop checkpoint is written."""
+SLURM's (it aborts the step after `scancel --full --signal=USR1`), and the stop checkpoint is written.
+A signal to every process of the job reaches the DataLoader workers too: they leave it to the run."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from stemsweep.train import interrupt
-from stemsweep.train.interrupt import StopSignals
+from stemsweep.train.interrupt import StopSignals, started
+from stemsweep.train.loop import data_loader
 
 
 @pytest.fixture
@@ -36,3 +43,36 @@ def test_outside_slurm_a_second_sigterm_ends_the_run_at_once(monkeypatch, ended)
         assert ended == [] and stop.signum == signal.SIGTERM
         signal.raise_signal(signal.SIGTERM)
         assert ended == [signal.SIGTERM]
+
+
+class WorkerPids(torch.utils.data.Dataset):
+    """Each item is the pid of the DataLoader worker that made it."""
+
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, index: int) -> int:
+        time.sleep(0.01)
+        return os.getpid()
+
+
+def test_a_dataloader_worker_leaves_stop_signals_to_its_training_process_and_ends_at_its_loaders_sigterm():
+    """SLURM, `kill -- -PGID` and `timeout` signal the workers too: the training process decides. Only
+    a SIGTERM from the loader's own process (PyTorch's `terminate()`, multiprocessing's at exit) ends one."""
+    batches = started(data_loader(WorkerPids(), batch_size=None, num_workers=1))
+    worker = next(batches)
+    for name in ("TERM", "INT", "USR1", "USR2"):  # from another process, as SLURM's or `kill`'s
+        subprocess.run(["kill", f"-{name}", str(worker)], check=True)
+    time.sleep(0.5)
+    assert alive(worker) and next(batches) == worker
+    os.kill(worker, signal.SIGTERM)  # from this process, the loader's
+    deadline = time.monotonic() + 10
+    while alive(worker):
+        assert time.monotonic() < deadline, "the worker outlived its loader's SIGTERM"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie (its loader reaps it)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(") ", 1)[1][0] != "Z"

@@ -22,6 +22,14 @@ person's (e.g. `scancel --full --signal=USR1`: the batch shell dies of USR1 and 
 step with SIGTERM), so it lets the stop checkpoint finish: SLURM's SIGKILL, `KillWait` later (30 s by
 default), bounds the wait.
 
+SLURM delivers a signal to every process of the job step, not to the run's process alone (`scancel
+--full` reaches the batch shell too, and a shell that dies of it makes SLURM abort the step with
+SIGTERM); `kill -TERM -- -PGID` and `timeout` signal the whole process group. Only the run's process
+decides: its DataLoader workers leave the stop signals to it (`leave_stop_signals_to`, with the
+signals blocked while they start: `started`), so a worker no longer dies of SIGTERM mid-epoch and fails
+the run ("DataLoader worker ... is killed by signal: Terminated"); they end when the loader does. W&B's
+service is kept out of the USR signals and re-logs what a SIGTERM cost it (record/trackers.py).
+
 SLURM sends its time-limit signal up to a minute before `signal_delay_s` asks (it checks limits on a
 30-60 s tick), so a short job can get it while it is still starting, before submitit has installed its
 handler: Python's default for USR1/USR2 would end the job as FAILED. `keep_start_up_signals` keeps
@@ -36,9 +44,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 WAIT_AFTER_SIGTERM_S = 90  # under SLURM: longer than KillWait (30 s by default), so SLURM's SIGKILL ends it
 SWEEP_PID_VARIABLE = "STEMSWEEP_SWEEP_PID"  # set by the sweep process for the workers it starts
 WAIT_FOR_THE_SWEEP_S = 180  # longer than the sweep waits for its workers' checkpoints
+
+T = TypeVar("T")
 
 _start_up_signals: list[int] = []  # USR signals that came while a submitit job was starting
 
@@ -63,6 +73,40 @@ def keep_start_up_signals() -> None:
 
 def _keep_start_up_signal(signum: int, frame: FrameType | None) -> None:
     _start_up_signals.append(signum)
+
+
+def leave_stop_signals_to(main_pid: int, worker_id: int) -> None:
+    """A DataLoader's `worker_init_fn`, bound to the pid of the process that iterates the loader: the
+    worker leaves the stop signals to that process (see the module). It ignores SIGINT, SIGUSR1 and
+    SIGUSR2. SIGTERM stays blocked (`started` blocked it) and a thread takes it: from that process it
+    ends the worker, as PyTorch's own worker handler does, so the loader's `terminate()` of a hung
+    worker and multiprocessing's of its children at exit still work; from anyone else it is ignored."""
+    others = set(STOP_SIGNALS) - {signal.SIGTERM}
+    for signum in others:
+        signal.signal(signum, signal.SIG_IGN)
+    # A forked worker also runs the Python handlers it inherited; submitit's for SIGCONT (which SLURM
+    # sends before its SIGTERM) would log "Bypassing signal SIGCONT" once per worker.
+    signal.signal(signal.SIGCONT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # in every thread the worker starts
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, others)
+    threading.Thread(target=_end_at_sigterm_from, args=(main_pid,), name="sigterm", daemon=True).start()
+
+
+def _end_at_sigterm_from(main_pid: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_pid:
+        pass
+    os._exit(0)
+
+
+def started(loader: Iterable[T]) -> Iterator[T]:
+    """`iter(loader)`, which starts a DataLoader's workers, with the stop signals blocked meanwhile: a
+    worker inherits the block, so a signal to the whole job between its start and `leave_stop_signals_to`
+    waits instead of killing it. This process takes any such signal once the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def under_slurm() -> bool:

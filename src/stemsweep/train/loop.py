@@ -11,8 +11,10 @@ uninterrupted run would.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from stemsweep.record.trackers import Tracker
 from stemsweep.train.checkpoint import CheckpointWriter, load_weights_for_finetuning
 from stemsweep.train.distributed import AnyProcess, DistEnv, all_sum, barrier
 from stemsweep.train.ema import ModelEma, ema_alpha
-from stemsweep.train.interrupt import StopSignals
+from stemsweep.train.interrupt import StopSignals, leave_stop_signals_to, started
 from stemsweep.train.optim import build_optimizer
 from stemsweep.train.scale import scale_warnings
 from stemsweep.train.schedule import lr_factor
@@ -100,6 +102,13 @@ def batch_mixer(aug: AugConfig, num_classes: int):
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
+def data_loader(dataset, **options) -> DataLoader:
+    """A DataLoader whose workers leave the stop signals to this process (train/interrupt.py): SLURM,
+    `kill -- -PGID` and `timeout` signal every process of a job, the workers too. Iterate it through
+    `started`."""
+    return DataLoader(dataset, worker_init_fn=functools.partial(leave_stop_signals_to, os.getpid()), **options)
+
+
 @torch.no_grad()
 def top1_error(model: nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, env: DistEnv,
                channels_last: bool) -> tuple[float, int]:
@@ -107,10 +116,10 @@ def top1_error(model: nn.Module, data: DataBundle, cfg: RunConfig, device: torch
     of images it is counted over (unreadable files are left out: data/bad_files.py)."""
     model.eval()
     shard = list(range(env.rank, len(data.test), env.world_size))
-    loader = DataLoader(torch.utils.data.Subset(data.test, shard), batch_size=cfg.eval_batch_size,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", collate_fn=data.collate)
+    loader = data_loader(torch.utils.data.Subset(data.test, shard), batch_size=cfg.eval_batch_size,
+                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", collate_fn=data.collate)
     counts = torch.zeros(2, dtype=torch.float64, device=device)
-    for batch in loader:
+    for batch in started(loader):
         if batch is None:  # every file of the batch unreadable
             continue
         images, labels = data.to_device(batch, device, channels_last, train=False)
@@ -235,6 +244,8 @@ def train(cfg: RunConfig, run: RunDir, summary: dict[str, Any], tracker: Tracker
     t, summary = prepare(cfg, run, summary, env, stop)
     state = RunState()
     summary = resume(t, state, summary, previous_status)
+    if env.is_main:
+        tracker.resume(state.metrics)  # the epochs a signal cost W&B (record/trackers.py)
     t.begin(state)
     status, diverged_epoch, unwritten = "running", None, None
     try:
@@ -348,11 +359,11 @@ def train_epoch(t: Training, state: RunState, sums: EpochSums) -> EpochEnd:
     after the step it came in, with a checkpoint of that step."""
     cfg, env, epoch, iters = t.cfg, t.env, state.epoch, t.steps_per_epoch
     batches = EpochBatches(len(t.data.train), cfg.batch_size, cfg.seed, epoch, env, start=state.step)
-    loader = DataLoader(SeededImages(t.data.train), batch_sampler=batches, num_workers=cfg.data.num_workers,
-                        pin_memory=t.device.type == "cuda", persistent_workers=False, collate_fn=t.data.collate)
+    loader = data_loader(SeededImages(t.data.train), batch_sampler=batches, num_workers=cfg.data.num_workers,
+                         pin_memory=t.device.type == "cuda", persistent_workers=False, collate_fn=t.data.collate)
     t.forward.train()
     state.begin_epoch()
-    for i, batch in enumerate(loader, start=state.step):
+    for i, batch in enumerate(started(loader), start=state.step):
         step = epoch * iters + i
         factor = lr_factor(cfg.schedule, epoch + i / iters, cfg.epochs)
         for group, base in zip(t.built.optimizer.param_groups, t.base_lrs):
