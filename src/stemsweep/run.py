@@ -29,7 +29,7 @@ from stemsweep.identity import identity_signature, run_identity
 from stemsweep.record import summary as record
 from stemsweep.record.checkpoint import LAST_CHECKPOINT_NOT_WRITTEN, NoFinalCheckpoint, RecordNotWritten
 from stemsweep.record.files import disk_full
-from stemsweep.record.rundir import CorruptRecord, RunDir
+from stemsweep.record.rundir import RETRIED, CorruptRecord, RunDir
 
 log = logging.getLogger("stemsweep")
 
@@ -73,7 +73,7 @@ def run(cfg_dict: DictConfig) -> float | None:
     if previous and data and (mismatch := mismatch_line(cfg, signature, previous.get("data"), data)):
         raise ConfigError(mismatch)
     if previous and (previous["status"] == "done" or
-                     (previous["status"] in ("failed", "diverged") and not cfg.retry)):
+                     (previous["status"] in RETRIED and not cfg.retry)):
         log.info("run %s is %s: %s; record in %s%s", signature, previous["status"], _result(previous),
                  run_dir.path, "" if previous["status"] == "done" else " (retry=true runs it again)")
         return record.sweep_objective(previous) if previous["status"] != "failed" else None

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("running", "resumable", "done", "failed", "diverged")
 FINAL = ("done", "diverged")  # a result: launched again, such a run is not trained (diverged: only with retry)
 RETRIED = ("failed", "diverged")  # trained again only with retry=true
+ENDED = (*FINAL, "failed")  # ended: no process trains it, and launched again only a retry would
 
 
 class CorruptRecord(ValueError):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stemsweep.config import LoggerConfig
+from stemsweep.record.rundir import FINAL
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def last_step_written(wandb_dir: Path, run_id: str) -> int:
 def wandb_exit_code(summary: dict[str, Any]) -> int:
     """0 for a finished run (done, diverged); 128 + signal number for a run a signal stopped, as a
     shell reports it; 1 otherwise (failed, or its last checkpoint not written)."""
-    if summary.get("status") in ("done", "diverged"):
+    if summary.get("status") in FINAL:
         return 0
     stops = summary.get("interruptions") or [{}]
     name = stops[-1].get("signal") if summary.get("status") == "resumable" else None

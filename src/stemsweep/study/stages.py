@@ -25,6 +25,7 @@ from stemsweep.compose import compose_sweep
 from stemsweep.errors import ConfigError
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.runs import PlannedRun, plan_jobs
+from stemsweep.record.rundir import ENDED
 from stemsweep.run import run
 from stemsweep.study.adaptive import active_cells, decide_wave, label
 from stemsweep.study.plan import (
@@ -233,7 +234,6 @@ def decision_text(decision: dict[str, Any]) -> str:
 
 
 OUTCOME_WORDS = {"a_better": "A better", "b_better": "B better", "equal": "equal within the margin"}
-ENDED = ("done", "diverged", "failed")  # a wave is decided once each of its runs ended (failed: left out)
 
 
 def bound_run(study: Study, stage: Stage, overrides: Sequence[str], task: PlannedTask) -> tuple[PlannedRun, DictConfig]:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from stemsweep.plan.runs import PlannedRun
+from stemsweep.record.rundir import ENDED
 
 log = logging.getLogger(__name__)
-ENDED = ("done", "diverged", "failed")
 
 
 class Progress:
