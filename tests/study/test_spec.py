@@ -41,7 +41,7 @@ def test_a_bad_study_file_is_one_line_naming_the_problem(tmp_path, text, message
 
 def test_an_unknown_study_names_the_ones_there_are():
     with pytest.raises(ConfigError, match="study 'nope' is not allowed: there is no .*nope.yaml; the studies are: "
-                                          ".*mini, mini4, paper"):
+                                          ".*mini, mini4, mini_adaptive, paper, paper_adaptive"):
         load_study("nope")
 
 

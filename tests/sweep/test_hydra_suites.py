@@ -238,7 +238,7 @@ def test_plan_shows_the_overrides_and_signatures_the_sweep_launches(hydra_sweep_
     with sweep:
         launched = [(job.overrides, job.return_value) for batch in sweep.returns for job in batch]
     planned = plan_sweep("mini_training_length", extra).runs
-    assert [(run.overrides, run.signature) for run in planned] == launched and len(launched) == 6
+    assert [(list(run.overrides), run.signature) for run in planned] == launched and len(launched) == 6
 
 
 @pytest.mark.usefixtures("hydra_restore_singletons")
