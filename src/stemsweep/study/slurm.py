@@ -73,7 +73,7 @@ class StageTask:
 
 
 def study_submission(study: Study, overrides: Sequence[str], settings: LauncherSettings, hold: bool = False,
-                     plans: list[StagePlan] | None = None) -> tuple[Submission, dict[int, tuple[str, int]]]:
+                     plans: list[StagePlan] | None = None) -> tuple[Submission, dict[str, dict[int, tuple[str, int]]]]:
     """The whole study's submission, as data (what `submit_study` commits): what is unfinished of every
     stage, and for a stage in waves which of its arrays is which wave. Dependencies name only jobs still
     in the queue (SLURM refuses one on a job that ended long ago)."""
@@ -84,6 +84,7 @@ def study_submission(study: Study, overrides: Sequence[str], settings: LauncherS
     queued = slurm_queue()
     submission = Submission(folder=str(Path(runs_root) / ".studies" / study.name / "%j"), settings=settings, hold=hold)
     waves_of: dict[int, tuple[str, int]] = {}  # array → (stage, wave), for a stage in waves
+    decides_of: dict[int, tuple[str, int]] = {}  # the decision job of each wave
     after: dict[str, list[Dependency]] = {}  # each stage's jobs, for the stages after it
     known: dict[str, Dependency] = {}  # planned signature → the task (or queued job) that trains it
     holder = {run.planned_signature: plan.stage.name for plan in plans for run in plan.runs}
@@ -110,9 +111,9 @@ def study_submission(study: Study, overrides: Sequence[str], settings: LauncherS
                 return [dep for need in needs if need != holder.get(run.source or "") for dep in after.get(need, [])]
 
             _add_sweep_stage(submission, plan, StageArrays(name, task, known, source_after, stage.name), upstream,
-                             waves_of)
+                             waves_of, decides_of)
         after[stage.name] = [AllOf(k) for k in range(first, len(submission.arrays))]
-    return submission, waves_of
+    return submission, {"runs": waves_of, "decide": decides_of}
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class StageArrays:
 
 
 def _add_sweep_stage(submission: Submission, plan: StagePlan, arrays: StageArrays, upstream: list[Dependency],
-                     waves_of: dict[int, tuple[str, int]]) -> None:
+                     waves_of: dict[int, tuple[str, int]], decides_of: dict[int, tuple[str, int]]) -> None:
     """A sweep stage's unfinished runs into the submission; a stage in waves as each wave's arrays after the
     decision job before it, and a decision job after each wave (a small CPU job: study/adaptive.py)."""
     index = {id(run): i for i, run in enumerate(plan.runs)}
@@ -151,6 +152,7 @@ def _add_sweep_stage(submission: Submission, plan: StagePlan, arrays: StageArray
         decide = submission.add(JobArray(f"{arrays.name}.decide", SMALL_JOB, arrays.task, [(DecideWave(wave),)], [None],
                                          [AllOf(k) for k in range(start, len(submission.arrays))] or waits,
                                          single=True, label=arrays.label))
+        decides_of[decide] = (arrays.label, wave)
         waits = [AllOf(decide)]
 
 
@@ -158,21 +160,25 @@ def submit_study(study: Study, overrides: Sequence[str], settings: LauncherSetti
                  plans: list[StagePlan] | None = None) -> dict[str, list[str]]:
     """Submit what is unfinished of every stage, all or nothing; returns {stage: job ids} and records them
     in the study's record. `hold`: submitted held (`sbatch --hold`), for a dry run on a real cluster."""
-    submission, waves_of = study_submission(study, overrides, settings, hold, plans)
+    submission, arrays_of = study_submission(study, overrides, settings, hold, plans)
     submitted = submission.commit()
     record = StudyRecord(study, study.runs_root(overrides))
     jobs: dict[str, list[str]] = {}
     for array, array_jobs in zip(submission.arrays, submitted):
         jobs.setdefault(array.label, []).extend(job.job_id for job in array_jobs)
     wave_jobs: dict[str, dict[str, dict[str, str]]] = {}  # stage → wave → {planned signature: task}
-    for k, (stage_name, wave) in waves_of.items():
+    for k, (stage_name, wave) in arrays_of["runs"].items():
         by_run = wave_jobs.setdefault(stage_name, {}).setdefault(str(wave), {})
         by_run.update({run.planned_signature: job.job_id for run, job in zip(submission.arrays[k].runs, submitted[k])
                        if run is not None})
+    decide_jobs: dict[str, dict[str, str]] = {}
+    for k, (stage_name, wave) in arrays_of["decide"].items():
+        decide_jobs.setdefault(stage_name, {})[str(wave)] = submitted[k][0].job_id
     for stage in stage_order(study):
         if stage.name in jobs:
             record.set(stage, state="submitted", jobs=jobs[stage.name], detail=None, refused={},
-                       **({"wave_jobs": wave_jobs[stage.name]} if stage.name in wave_jobs else {}))
+                       **({"wave_jobs": wave_jobs[stage.name], "decide_jobs": decide_jobs.get(stage.name, {})}
+                          if stage.name in wave_jobs else {}))
     return jobs
 
 

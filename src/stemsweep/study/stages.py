@@ -188,6 +188,9 @@ def decide_waves_here(study: Study, stage: Stage, overrides: Sequence[str], plan
     assert plan.waves is not None
     recorded = list(plan.recorded)
     runs_root = study.runs_root(overrides)
+    if recorded and not recorded[-1]["active"]:  # every cell stopped at an earlier wave: nothing to decide
+        print(f"  every cell of stage {stage.name} stopped at wave {recorded[-1]['wave']}", flush=True)
+        return
     while len(recorded) <= min(wave, plan.waves.count - 1):
         at = len(recorded)
         open_runs = [run for run in plan.waves.runs(at, active_cells(plan.waves, recorded))
@@ -207,6 +210,8 @@ def decide_waves_here(study: Study, stage: Stage, overrides: Sequence[str], plan
                 print(f"  wave {at} ({entry['replicates']} {plan.waves.replicate}): {name}: "
                       f"{decision_text(decision)}", flush=True)
         cancel_stopped(record, stage, plan, entry)
+        if not entry["active"]:
+            return
 
 
 def cancel_stopped(record: StudyRecord, stage: Stage, plan: StagePlan, entry: dict[str, Any]) -> None:
@@ -219,9 +224,12 @@ def cancel_stopped(record: StudyRecord, stage: Stage, plan: StagePlan, entry: di
               for signature, job in by_run.items()
               if any(label(cell) in stopped and signature in {r.planned_signature for r in runs.values()}
                      for cell, runs in plan.waves.cells.items())]
+    if not entry["active"]:  # the stage is over: its later decision jobs have nothing to decide
+        cancel += [job for wave, job in record.stages.get(stage.name, {}).get("decide_jobs", {}).items()
+                   if int(wave) > entry["wave"]]
     if cancel:
         subprocess.run(["scancel", *cancel], capture_output=True)
-        print(f"  cancelled {len(cancel)} queued runs of the stopped cells", flush=True)
+        print(f"  cancelled {len(cancel)} queued jobs of the stopped cells", flush=True)
 
 
 def decision_text(decision: dict[str, Any]) -> str:
