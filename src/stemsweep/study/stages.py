@@ -236,6 +236,9 @@ def decision_text(decision: dict[str, Any]) -> str:
     """`A better after 24 (evidence 161 ≥ 160)`, `open at 64`, `open (evidence 3.2 of 160)`."""
     outcome, n = decision["outcome"], decision["n"]
     evidence = f"evidence {decision['evidence']:.3g} of {decision['threshold']:.3g}"
+    left = decision.get("left_out") or {}
+    if left.get("a") or left.get("b"):  # runs that failed for good: reported, never silently dropped
+        evidence += f"; left out, failed: A {left.get('a') or '-'}, B {left.get('b') or '-'}"
     if outcome == "open":
         return f"open at {n} ({evidence})" if decision["final"] else f"open after {n} ({evidence})"
     return f"{OUTCOME_WORDS.get(outcome, outcome)} after {n} ({evidence})"
