@@ -145,7 +145,8 @@ def study_waves(sources: list[str]) -> pd.DataFrame:
                         if d["wave"] == wave["wave"]:  # the decision this wave made (a settled one is kept)
                             rows.append({"study": path.stem, "stage": stage, "comparison": name, "wave": wave["wave"],
                                          **{k: d.get(k) for k in ("a", "b", "statistic", "replicate", "max", "alpha",
-                                                                  "outcome", "n", "evidence", "threshold", "final")},
+                                                                  "outcome", "n", "evidence", "threshold", "final",
+                                                                  "left_out")},
                                          "runs": wave.get("runs", []), "cells": wave.get("cells"),
                                          "stage_max": wave.get("max")})
     table = pd.DataFrame(rows)
@@ -156,8 +157,12 @@ def study_waves(sources: list[str]) -> pd.DataFrame:
 
 def _decision(row) -> str:
     words = OUTCOME_WORDS.get(row.outcome, row.outcome)
-    return f"{words} at {row.n}" if row.outcome == "open" and row.final else \
+    text = f"{words} at {row.n}" if row.outcome == "open" and row.final else \
         f"{words} after {row.n}" if row.outcome != "open" else f"open after {row.n}"
+    left = row.left_out if isinstance(row.left_out, dict) else {}
+    if left.get("a") or left.get("b"):  # runs that failed for good: left out, and said
+        text += f" (left out, failed: A {left.get('a') or '-'}, B {left.get('b') or '-'})"
+    return text
 
 
 def adaptive_section(sources: list[str], out_dir: Path, table: pd.DataFrame) -> list[str]:
@@ -167,7 +172,7 @@ def adaptive_section(sources: list[str], out_dir: Path, table: pd.DataFrame) -> 
     waves = study_waves(sources)
     if waves.empty:
         return []
-    waves.drop(columns=["runs"]).to_csv(out_dir / "tables" / "adaptive_waves.csv", index=False)
+    waves.drop(columns=["runs", "left_out"]).to_csv(out_dir / "tables" / "adaptive_waves.csv", index=False)
     cost = (table["wall_time_s"].fillna(0) * table.get("world_size", pd.Series(1, index=table.index)).fillna(1)
             / 3600).set_axis(table["signature"])
     lines = ["## Adaptive comparisons", "",
