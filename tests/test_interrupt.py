@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -127,17 +128,21 @@ def test_sigterm_mid_epoch_stops_in_seconds_resumable_and_resumes_to_the_uninter
     log = tmp_path / "first.log"
     proc = start(tmp_path, case, log=log)
     wait_for(lambda: "epoch 1/2 [6/20]" in log.read_text(), proc, log)
-    sent = time.monotonic()
+    sent = datetime.now()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    assert time.monotonic() - sent < 30, "it did not stop after the step it was in"
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     out = log.read_text()
+    # It stopped after the step it was in: the checkpoint is written seconds after the signal (what comes
+    # after it, the interpreter's teardown of its workers, takes as long as a loaded machine makes it).
+    [stopped] = [line for line in out.splitlines() if "checkpoint written" in line]
+    written = datetime.strptime(stopped[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    assert (written - sent).total_seconds() < 30, f"it did not stop after the step it was in: {stopped}"
     assert "Traceback" not in out and "stemsweep: interrupted (SIGTERM)" in out, out[-2000:]
     run = the_run(tmp_path)
     s = summary(run)
     [stop] = s["interruptions"]
     assert s["status"] == "resumable" and stop["cause"] == "SIGTERM" and stop["lost_steps"] == 0, s
-    assert 6 <= stop["step"] < 20 and stop["epoch"] == 1  # mid-epoch 1
+    assert 6 <= stop["step"] <= 9 and stop["epoch"] == 1  # mid-epoch 1, within a step or two of the signal
     assert not (run / "metrics.jsonl").exists() or metrics(run) == []
     assert [row["state"] for row in status_rows(str(tmp_path))] == ["resumable"]
 
