@@ -70,13 +70,13 @@ mini-study: setup
 mini-study-4ep: setup
 	$(VENV)/bin/stemsweep study run mini4
 
-# ruff, and the layers of docs/design.md (import-linter: pyproject.toml's [tool.importlinter]).
 # The mini study's questions asked adaptively (at most about 50 minutes on 2 cores; studies/mini_adaptive.yaml):
 # lr/wd in waves of 8 draws, the seed questions in waves of 2 seeds, each stopped once settled; report in
 # docs/mini-adaptive/.
 mini-study-adaptive: setup
 	$(VENV)/bin/stemsweep study run mini_adaptive
 
+# ruff, and the layers of docs/design.md (import-linter: pyproject.toml's [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports --no-cache

@@ -36,6 +36,17 @@ def test_under_slurm_a_sigterm_after_a_usr_signal_lets_the_checkpoint_be_written
         assert ended == [signal.SIGINT]
 
 
+def test_a_preemptions_usr2_before_the_checkpoint_decides_how_it_ends_and_the_record_names_its_sigterm(
+        monkeypatch, ended):
+    """SLURM preempts with SIGTERM, then USR2 a moment later: under load both can come within one step,
+    before the record is written. The USR2 asks for the requeue; the record still names the SIGTERM."""
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    with StopSignals() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGUSR2)
+        assert ended == [] and stop.signum == signal.SIGUSR2 and stop.name == "SIGTERM"
+
+
 def test_outside_slurm_a_second_sigterm_ends_the_run_at_once(monkeypatch, ended):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with StopSignals() as stop:

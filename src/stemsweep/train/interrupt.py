@@ -127,6 +127,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the stop signal that decides how the run ends
+        self.first: int | None = None  # the one that stopped it, which the record names
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -134,7 +135,7 @@ class StopSignals:
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._received)
         if _start_up_signals:
-            self.signum = _start_up_signals.pop()
+            self.signum = self.first = _start_up_signals.pop()
             _start_up_signals.clear()
             log.warning("%s came while the job was starting: the run stops after its first step and writes "
                         "a checkpoint", self.name)
@@ -149,7 +150,7 @@ class StopSignals:
 
     def _received(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
-            self.signum = signum
+            self.signum = self.first = signum
             log.warning("%s: the run stops after this step and writes a checkpoint",
                         signal.Signals(signum).name)
         elif signum == signal.SIGTERM and under_slurm():
@@ -167,7 +168,9 @@ class StopSignals:
 
     @property
     def name(self) -> str | None:
-        return None if self.signum is None else signal.Signals(self.signum).name
+        """The name of the signal that stopped the run: a preemption's SIGTERM stays its signal even when
+        its USR2 comes before the checkpoint is written (a slow step) and decides how the run ends."""
+        return None if self.first is None else signal.Signals(self.first).name
 
     def cause(self) -> str:
         """What the interruption was, for the record: time-out, preemption or the signal's name."""
