@@ -23,7 +23,7 @@ from stemsweep.sweep.status import status_rows
 
 pytestmark = pytest.mark.processes
 
-BASE = ["data.train_subset=1280", "data.test_subset=500", "batch_size=64", "threads=1", "logger=none",
+BASE = ["data.train_subset=640", "data.test_subset=250", "batch_size=32", "threads=1", "logger=none",
         "epochs=2"]  # 20 steps an epoch
 CASES = {  # every architecture; augmentation (per-image and per-batch draws) and DataLoader workers
     "patch+paper-aug+workers": ["model=vit_xs", "stem=patch", "aug=paper", "data.num_workers=2"],
