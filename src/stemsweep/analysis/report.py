@@ -46,6 +46,7 @@ from stemsweep.analysis.stability import (
     tuned_runs,
 )
 from stemsweep.errors import ConfigError
+from stemsweep.record.decisions import decision_words, left_out_text
 
 ERROR_MEANINGS = {
     "best_ema_error": "the EMA model's best top-1 error over epochs (the paper's)",
@@ -130,9 +131,6 @@ def write_report(runs: list[str], out: str, error: str = "best_ema_error", diver
 
 # --- an adaptive study's comparisons -------------------------------------------------------------------
 
-OUTCOME_WORDS = {"a_better": "A better", "b_better": "B better", "equal": "equal within the margin", "open": "open"}
-
-
 def study_waves(sources: list[str]) -> pd.DataFrame:
     """Each comparison of an adaptive study, wave by wave, from the study's record beside its runs
     (`.studies/NAME.json`, which export copies): one row per comparison and wave until it was decided."""
@@ -156,13 +154,9 @@ def study_waves(sources: list[str]) -> pd.DataFrame:
 
 
 def _decision(row) -> str:
-    words = OUTCOME_WORDS.get(row.outcome, row.outcome)
-    text = f"{words} at {row.n}" if row.outcome == "open" and row.final else \
-        f"{words} after {row.n}" if row.outcome != "open" else f"open after {row.n}"
-    left = row.left_out if isinstance(row.left_out, dict) else {}
-    if left.get("a") or left.get("b"):  # runs that failed for good: left out, and said
-        text += f" (left out, failed: A {left.get('a') or '-'}, B {left.get('b') or '-'})"
-    return text
+    left = left_out_text({"left_out": row.left_out if isinstance(row.left_out, dict) else {}})
+    text = decision_words({"outcome": row.outcome, "n": row.n, "final": row.final})
+    return text + (f" ({left})" if left else "")
 
 
 def adaptive_section(sources: list[str], out_dir: Path, table: pd.DataFrame) -> list[str]:

@@ -25,6 +25,7 @@ from stemsweep.compose import compose_sweep
 from stemsweep.errors import ConfigError
 from stemsweep.plan.launcher import LauncherSettings
 from stemsweep.plan.runs import PlannedRun, plan_jobs
+from stemsweep.record.decisions import decision_words, left_out_text
 from stemsweep.record.rundir import ENDED
 from stemsweep.run import run
 from stemsweep.study.adaptive import active_cells, decide_wave, label
@@ -115,16 +116,17 @@ def run_stage_here(study: Study, stage: Stage, overrides: Sequence[str],
     """One stage in this process (or one run of it: `task`, as a SLURM task runs it; or one of its wave
     decisions), once what it needs is final. Raises StageFailed with one line."""
     record = record or StudyRecord(study, study.runs_root(overrides))
-    plans = study_plans(study, overrides, until=stage)
+    # the stages before this one, planned once; this one too where a task needs its waves
+    in_waves = isinstance(task, DecideWave) or (task is not None and bool(study.comparisons_of(stage)))
+    plans = study_plans(study, overrides, until=stage, through=in_waves)
+    plan = plans.pop(stage.name, None)
     if isinstance(task, DecideWave):
-        plan = study_plans(study, overrides, until=stage, through=True)[stage.name]
+        assert plan is not None
         return decide_waves_here(study, stage, overrides, plan, task.wave, record)
     if task is not None:
         planned, composed = bound_run(study, stage, overrides, task)
         if problem := upstream_problem(study, stage, overrides, plans, planned):
             raise StageFailed(problem)
-        plan = study_plans(study, overrides, until=stage, through=True)[stage.name] \
-            if study.comparisons_of(stage) else None
         if plan is not None and task.planned_signature in plan.cut:  # its cell stopped after it was submitted
             print(f"stemsweep study: run {task.planned_signature} of stage {stage.name} is not trained: a wave "
                   "decision stopped its cell", flush=True)
@@ -233,18 +235,12 @@ def cancel_stopped(record: StudyRecord, stage: Stage, plan: StagePlan, entry: di
 
 
 def decision_text(decision: dict[str, Any]) -> str:
-    """`A better after 24 (evidence 161 ≥ 160)`, `open at 64`, `open (evidence 3.2 of 160)`."""
-    outcome, n = decision["outcome"], decision["n"]
+    """`A better after 24 (evidence 161 of 160)`, `open at 64 (evidence 3.2 of 160)`; with the replicates
+    left out because their runs failed, if any."""
     evidence = f"evidence {decision['evidence']:.3g} of {decision['threshold']:.3g}"
-    left = decision.get("left_out") or {}
-    if left.get("a") or left.get("b"):  # runs that failed for good: reported, never silently dropped
-        evidence += f"; left out, failed: A {left.get('a') or '-'}, B {left.get('b') or '-'}"
-    if outcome == "open":
-        return f"open at {n} ({evidence})" if decision["final"] else f"open after {n} ({evidence})"
-    return f"{OUTCOME_WORDS.get(outcome, outcome)} after {n} ({evidence})"
-
-
-OUTCOME_WORDS = {"a_better": "A better", "b_better": "B better", "equal": "equal within the margin"}
+    if left := left_out_text(decision):
+        evidence += f"; {left}"
+    return f"{decision_words(decision)} ({evidence})"
 
 
 def bound_run(study: Study, stage: Stage, overrides: Sequence[str], task: PlannedTask) -> tuple[PlannedRun, DictConfig]:
