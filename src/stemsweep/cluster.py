@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from stemsweep.config import CONF_DIR, LOCAL_CONF_DIR, ConfigError, register_configs
+from stemsweep.compose import compose
+from stemsweep.config import CONF_DIR, LOCAL_CONF_DIR, ConfigError
 from stemsweep.record.files import write_text
 
 PRESETS_DIR = LOCAL_CONF_DIR / "hydra" / "launcher"
@@ -119,10 +118,8 @@ def choose_partition(partitions: list[Partition], name: str | None = None) -> Pa
 
 def model_resources() -> dict[str, dict]:
     """Each model size's `resources` (conf/model/*.yaml, composed with its family's), by size."""
-    register_configs()
     sizes = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return {size: dict(compose("config", [f"model={size}"]).model.resources) for size in sizes}
+    return {size: dict(compose([f"model={size}"]).model.resources) for size in sizes}
 
 
 def fit_notes(part: Partition, resources: dict[str, dict]) -> list[str]:
