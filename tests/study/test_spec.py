@@ -39,6 +39,15 @@ def test_a_bad_study_file_is_one_line_naming_the_problem(tmp_path, text, message
     assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_comparison_the_test_refuses_is_named_once_after_its_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stages: {a: {overrides: [x=1]}}\n"
+                    "comparisons: {c: {stage: a, a: [stem=conv], b: [stem=patch], statistic: lrwd_edf, wave: 0}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_study(str(path))
+    assert str(error.value) == f"study file {path}: comparison 'c': wave=0 is not allowed: an integer >= 1"
+
+
 def test_an_unknown_study_names_the_ones_there_are():
     with pytest.raises(ConfigError, match="study 'nope' is not allowed: there is no .*nope.yaml; the studies are: "
                                           ".*mini, mini4, mini_adaptive, paper, paper_adaptive"):

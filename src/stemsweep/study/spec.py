@@ -223,8 +223,8 @@ def _comparison(study: Study, name: str, body: Any) -> StudyComparison:
                           min_replicates=body.get("min", wave), max_replicates=body.get("max", 64),
                           paired=bool(body.get("paired", True)), method=str(body.get("method", "nonparametric")),
                           margin=body.get("margin"), within=tuple(body["within"]) if "within" in body else None)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # the test's own line, which names the comparison: prefixed with the file
+        raise ConfigError(f"study file {study.path}: {exc}") from None
     for other in study.comparisons:
         if other.stage == stage.name and (other.test.replicate, other.test.wave) != (replicate, test.wave):
             raise ConfigError(f"{where}: replicate={replicate} wave={test.wave} is not allowed: comparison "
